@@ -1,0 +1,96 @@
+/*
+ * config.h - pgfan's configuration: one immutable snapshot.
+ *
+ * config_load() reads an INI file ([section] + key = value, ';' or '#'
+ * comments), applies PGFAN_<SECTION>_<KEY> environment overrides (section
+ * dots become underscores, all upper case: [sink.file] path ->
+ * PGFAN_SINK_FILE_PATH), validates every option against one declarative
+ * option table (name, type, default, range, unit, validator) and returns a
+ * Config that nothing modifies afterwards. Modules take `const Config *`;
+ * there are no globals.
+ *
+ * Errors are ERR_CONFIG and name the file, the line, the key and the fix:
+ *   pgfan.conf:12: unknown key "tabels" in [source]; did you mean "tables"?
+ *
+ * A sink is enabled by the presence of its [sink.NAME] section (in the file
+ * or through an environment override). With no sink section at all, the
+ * file sink is enabled with its defaults.
+ */
+#ifndef PGFAN_CONFIG_H
+#define PGFAN_CONFIG_H
+
+#include "../common/clock.h"
+#include "../common/error.h"
+#include "../common/log.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+typedef enum SnapshotMode {
+    SNAPSHOT_NEVER = 0,
+    SNAPSHOT_INITIAL,
+} SnapshotMode;
+
+/* A qualified table name from [source] tables ("public.orders"). */
+typedef struct TableName {
+    char *schema; /* unquoted, as in the catalog ("public") */
+    char *table;  /* unquoted ("Order Items" stays as is) */
+} TableName;
+
+typedef struct Config {
+    char *path; /* the file it was loaded from */
+
+    struct {
+        char *dsn;             /* libpq conninfo (may hold a password: secret) */
+        char *slot;            /* replication slot name, default "pgfan" */
+        char *name;            /* logical server name in events, default = slot */
+        TableName *tables;     /* at least one */
+        size_t n_tables;
+        SnapshotMode snapshot; /* default never until the snapshot is implemented */
+        TimeUs status_interval;   /* standby status update period, default 10 s */
+        TimeUs reconnect_min;     /* backoff after a lost connection, default 1 s */
+        TimeUs reconnect_max;     /* default 30 s */
+        size_t max_inflight_txns; /* transactions received but not confirmed, default 100000 */
+        TimeUs shutdown_timeout;  /* SIGTERM: time allowed to drain, default 60 s */
+    } source;
+
+    struct {
+        char *socket; /* unix socket path, default "/run/pgfan/status.sock" */
+    } status;
+
+    struct {
+        LogLevel level; /* default info */
+    } log;
+
+    struct {
+        bool enabled;
+        char *path;                /* NDJSON output, default "changes.ndjson" */
+        TimeUs fsync_interval;     /* default 100 ms */
+        size_t max_buffer_bytes;   /* unwritten bytes held before backpressure, default 8 MB */
+    } file;
+} Config;
+
+/*
+ * Loads and validates path plus environment overrides. On success *out is a
+ * new Config owned by the caller. On failure returns false with ERR_CONFIG
+ * (several problems may be reported, one per line, in err->msg).
+ */
+bool config_load(const char *path, Config **out, PfError *err);
+
+void config_free(Config *cfg);
+
+/*
+ * Prints the effective configuration as INI, every option with its value
+ * (defaults included) and secrets redacted (passwords in conninfo strings
+ * and secret options become "*****").
+ */
+void config_print(const Config *cfg, FILE *out);
+
+/*
+ * Returns a copy of a libpq conninfo string with any password value
+ * replaced by "*****" (key=value form and postgresql:// URIs). Caller frees.
+ */
+char *config_redact_dsn(const char *dsn);
+
+#endif

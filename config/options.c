@@ -1,0 +1,712 @@
+/*
+ * options.c - the option table and the typed values it declares.
+ *
+ * Every option exists exactly once, as a row of config_options[]: the INI
+ * parser, the environment overrides, validation, config_print and the
+ * example config (deploy/pgfan.conf.example, checked by the unit test) all
+ * walk this table. Adding an option means adding a row (and a Config field).
+ *
+ * Defaults are text and go through the same parser as file values, so a
+ * default can never mean something a user could not write.
+ */
+#include "internal.h"
+
+#include "../common/mem.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define US_MS USECS_PER_MSEC
+#define US_S USECS_PER_SEC
+#define US_MIN (60 * USECS_PER_SEC)
+#define US_H (3600 * USECS_PER_SEC)
+#define KB INT64_C(1024)
+#define MB (1024 * KB)
+#define GB (1024 * MB)
+
+/* ---- enum and list storage (the rows that cannot use a plain offset) ---- */
+
+/* Index = SnapshotMode value. */
+static const char *const snapshot_choices[] = {"never", "initial", NULL};
+/* Index = LogLevel value (log_level_name() spells them the same way). */
+static const char *const log_level_choices[] = {"debug", "info", "warning", "error", NULL};
+
+static bool set_snapshot(Config *cfg, const OptValue *v, OptCheck *why)
+{
+    (void)why;
+    cfg->source.snapshot = v->choice == 1 ? SNAPSHOT_INITIAL : SNAPSHOT_NEVER;
+    return true;
+}
+
+static void print_snapshot(const Config *cfg, Buf *out)
+{
+    buf_append_str(out, snapshot_choices[cfg->source.snapshot == SNAPSHOT_INITIAL ? 1 : 0]);
+}
+
+static bool set_log_level(Config *cfg, const OptValue *v, OptCheck *why)
+{
+    (void)why;
+    return log_level_parse(log_level_choices[v->choice], &cfg->log.level);
+}
+
+static void print_log_level(const Config *cfg, Buf *out)
+{
+    buf_append_str(out, log_level_name(cfg->log.level));
+}
+
+/* ---- the table ---- */
+
+const SectionDef config_sections[] = {
+    {.name = "source", .desc = "the PostgreSQL database, slot and tables to capture"},
+    {.name = "status", .desc = "the unix socket that `pgfan status` reads"},
+    {.name = "log", .desc = "log lines on stderr"},
+    {.name = "sink.file",
+     .desc = "NDJSON file sink, one change per line; enabled by this section (or any "
+             "PGFAN_SINK_FILE_* variable), and with defaults when no [sink.*] section is given",
+     .is_sink = true,
+     .default_sink = true,
+     .enabled_offset = offsetof(Config, file.enabled)},
+};
+const size_t config_n_sections = sizeof config_sections / sizeof config_sections[0];
+
+const OptDef config_options[] = {
+    {.section = "source", .key = "dsn", .type = OPT_STRING, .required = true,
+     .secret = SECRET_CONNINFO, .offset = offsetof(Config, source.dsn),
+     .example = "host=127.0.0.1 port=5432 dbname=shop user=pgfan",
+     .desc = "libpq connection string or postgresql:// URI (its password is never printed)"},
+    {.section = "source", .key = "slot", .type = OPT_STRING, .def = "pgfan",
+     .offset = offsetof(Config, source.slot), .validate = config_validate_slot,
+     .desc = "logical replication slot, created when missing (1-63 characters of a-z, 0-9, _)"},
+    {.section = "source", .key = "name", .type = OPT_STRING, .default_from = "slot",
+     .offset = offsetof(Config, source.name),
+     .desc = "logical server name in events (source.name)"},
+    {.section = "source", .key = "tables", .type = OPT_LIST, .required = true,
+     .set = config_set_tables, .print = config_print_tables,
+     .example = "public.orders, public.customers, public.stores",
+     .desc = "tables to capture, comma-separated schema.table (no schema: public; "
+             "\"double quote\" names with dots, commas, spaces or capitals)"},
+    {.section = "source", .key = "snapshot", .type = OPT_ENUM, .def = "never",
+     .choices = snapshot_choices, .set = set_snapshot, .print = print_snapshot,
+     .validate = config_validate_snapshot,
+     .desc = "never: stream changes from the slot only (initial is not available yet)"},
+    {.section = "source", .key = "status_interval", .type = OPT_DURATION, .def = "10s",
+     .min = 1 * US_S, .max = 60 * US_S, .unit = "s",
+     .offset = offsetof(Config, source.status_interval),
+     .desc = "period of standby status updates to PostgreSQL"},
+    {.section = "source", .key = "reconnect_min", .type = OPT_DURATION, .def = "1s",
+     .min = 100 * US_MS, .max = 60 * US_S, .unit = "s",
+     .offset = offsetof(Config, source.reconnect_min),
+     .desc = "first wait before reconnecting after a lost connection"},
+    {.section = "source", .key = "reconnect_max", .type = OPT_DURATION, .def = "30s",
+     .min = 1 * US_S, .max = 10 * US_MIN, .unit = "s",
+     .offset = offsetof(Config, source.reconnect_max),
+     .desc = "longest wait between reconnection attempts (at least reconnect_min)"},
+    {.section = "source", .key = "max_inflight_transactions", .type = OPT_INT, .def = "100000",
+     .min = 100, .max = 10000000, .offset = offsetof(Config, source.max_inflight_txns),
+     .desc = "transactions received but not yet durable in every sink before reading pauses"},
+    {.section = "source", .key = "shutdown_timeout", .type = OPT_DURATION, .def = "60s",
+     .min = 1 * US_S, .max = 1 * US_H, .unit = "s",
+     .offset = offsetof(Config, source.shutdown_timeout),
+     .desc = "on SIGTERM, time allowed for sinks to drain before stopping"},
+
+    {.section = "status", .key = "socket", .type = OPT_STRING, .def = "/run/pgfan/status.sock",
+     .offset = offsetof(Config, status.socket),
+     .desc = "unix socket path for `pgfan status`"},
+
+    {.section = "log", .key = "level", .type = OPT_ENUM, .def = "info",
+     .choices = log_level_choices, .set = set_log_level, .print = print_log_level,
+     .desc = "lowest level logged: debug, info, warning or error"},
+
+    {.section = "sink.file", .key = "path", .type = OPT_STRING, .def = "changes.ndjson",
+     .offset = offsetof(Config, file.path),
+     .desc = "NDJSON output file, appended to"},
+    {.section = "sink.file", .key = "fsync_interval", .type = OPT_DURATION, .def = "100ms",
+     .min = 0, .max = 10 * US_S, .unit = "ms",
+     .offset = offsetof(Config, file.fsync_interval),
+     .desc = "how often written changes are fsynced and confirmed (0: after every write)"},
+    {.section = "sink.file", .key = "max_buffer", .type = OPT_SIZE, .def = "8MB",
+     .min = 64 * KB, .max = 1 * GB, .unit = "B",
+     .offset = offsetof(Config, file.max_buffer_bytes),
+     .desc = "unwritten bytes held before reading from PostgreSQL pauses"},
+};
+const size_t config_n_options = sizeof config_options / sizeof config_options[0];
+
+/* Cross-field checks: low <= high, both keys of the same section. */
+const OptOrder config_orders[] = {
+    {.section = "source", .low = "reconnect_min", .high = "reconnect_max"},
+};
+const size_t config_n_orders = sizeof config_orders / sizeof config_orders[0];
+
+const SectionDef *config_find_section(const char *name)
+{
+    for (size_t i = 0; i < config_n_sections; i++) {
+        if (strcmp(config_sections[i].name, name) == 0)
+            return &config_sections[i];
+    }
+    return NULL;
+}
+
+const OptDef *config_find_option(const char *section, const char *key)
+{
+    for (size_t i = 0; i < config_n_options; i++) {
+        if (strcmp(config_options[i].section, section) == 0 &&
+            strcmp(config_options[i].key, key) == 0)
+            return &config_options[i];
+    }
+    return NULL;
+}
+
+/* ---- parsing typed values ---- */
+
+typedef struct Unit {
+    const char *name;
+    int64_t mult;
+} Unit;
+
+/* Largest first: the formatter picks the first unit that divides exactly. */
+static const Unit duration_units[] = {
+    {"h", US_H}, {"min", US_MIN}, {"s", US_S}, {"ms", US_MS}, {"us", 1}, {NULL, 0},
+};
+static const Unit size_units[] = {
+    {"GB", GB}, {"MB", MB}, {"kB", KB}, {"B", 1}, {NULL, 0},
+};
+
+static const Unit *find_unit(const Unit *units, const char *name, size_t len)
+{
+    for (const Unit *u = units; u->name; u++) {
+        if (strlen(u->name) == len && strncasecmp(u->name, name, len) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+/*
+ * "<digits>[ ]<unit>" with a bare number in def->unit. Only whole numbers:
+ * "1.5s" is refused rather than rounded (write 1500ms).
+ */
+static bool parse_with_unit(const OptDef *def, const char *text, const Unit *units, int64_t *out)
+{
+    const char *p = text;
+    const Unit *unit;
+    uint64_t n = 0;
+    size_t len;
+
+    if (!isdigit((unsigned char)*p))
+        return false;
+    while (isdigit((unsigned char)*p)) {
+        if (n > (uint64_t)INT64_MAX / 10)
+            return false;
+        n = n * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    while (*p == ' ' || *p == '\t')
+        p++;
+    len = strlen(p);
+    if (len == 0)
+        unit = find_unit(units, def->unit, strlen(def->unit));
+    else
+        unit = find_unit(units, p, len);
+    if (unit == NULL || n > (uint64_t)(INT64_MAX / unit->mult))
+        return false;
+    *out = (int64_t)n * unit->mult;
+    return true;
+}
+
+static bool parse_bool(const char *text, bool *out)
+{
+    static const char *const yes[] = {"true", "on", "yes", "1"};
+    static const char *const no[] = {"false", "off", "no", "0"};
+
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(text, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(text, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool parse_int(const char *text, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    if (*text == '\0' || isspace((unsigned char)*text))
+        return false;
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static void append_choices(Buf *out, const char *const *choices)
+{
+    for (size_t i = 0; choices[i]; i++)
+        buf_printf(out, "%s%s", i ? ", " : "", choices[i]);
+}
+
+static void list_add(OptValue *v, const char *start, const char *end)
+{
+    while (start < end && isspace((unsigned char)*start))
+        start++;
+    while (end > start && isspace((unsigned char)end[-1]))
+        end--;
+    v->items = xrealloc(v->items, (v->n_items + 1) * sizeof *v->items);
+    v->items[v->n_items++] = xstrndup(start, (size_t)(end - start));
+}
+
+/* Splits at commas outside double quotes; an empty element is an error. */
+static bool parse_list(const char *text, OptValue *out, OptCheck *why)
+{
+    const char *start = text;
+    bool quoted = false;
+
+    for (const char *p = text;; p++) {
+        if (*p == '"')
+            quoted = !quoted;
+        if (*p == '\0' || (*p == ',' && !quoted)) {
+            list_add(out, start, p);
+            if (out->items[out->n_items - 1][0] == '\0') {
+                if (*p == '\0' && out->n_items == 1)
+                    snprintf(why->why, sizeof why->why, "the list is empty");
+                else
+                    snprintf(why->why, sizeof why->why,
+                             "element %zu is empty; remove the extra comma", out->n_items);
+                return false;
+            }
+            if (*p == '\0')
+                break;
+            start = p + 1;
+        }
+    }
+    if (quoted) {
+        snprintf(why->why, sizeof why->why, "unterminated double quote");
+        return false;
+    }
+    return true;
+}
+
+bool opt_parse_value(const OptDef *def, const char *text, OptValue *out, OptCheck *why)
+{
+    Buf choices = BUF_INIT;
+
+    memset(out, 0, sizeof *out);
+    why->why[0] = '\0';
+    why->hint[0] = '\0';
+    switch (def->type) {
+    case OPT_STRING:
+        if (text[0] == '\0') {
+            snprintf(why->why, sizeof why->why, "the value must not be empty");
+            return false;
+        }
+        out->str = xstrdup(text);
+        return true;
+    case OPT_BOOL:
+        if (parse_bool(text, &out->flag))
+            return true;
+        snprintf(why->why, sizeof why->why, "expected true or false (or on/off, yes/no, 1/0)");
+        return false;
+    case OPT_INT:
+        if (parse_int(text, &out->num))
+            return true;
+        snprintf(why->why, sizeof why->why, "expected a whole number such as %s",
+                 def->def ? def->def : "100");
+        return false;
+    case OPT_SIZE:
+        if (parse_with_unit(def, text, size_units, &out->num))
+            return true;
+        snprintf(why->why, sizeof why->why, "expected a size such as 64kB, 8MB or 1GB");
+        return false;
+    case OPT_DURATION:
+        if (parse_with_unit(def, text, duration_units, &out->num))
+            return true;
+        snprintf(why->why, sizeof why->why, "expected a duration such as 500ms, 10s or 1min");
+        return false;
+    case OPT_ENUM:
+        for (int i = 0; def->choices[i]; i++) {
+            if (strcasecmp(text, def->choices[i]) == 0) {
+                out->choice = i;
+                return true;
+            }
+        }
+        append_choices(&choices, def->choices);
+        snprintf(why->why, sizeof why->why, "expected one of: %s", choices.data);
+        buf_free(&choices);
+        return false;
+    case OPT_LIST:
+        if (parse_list(text, out, why))
+            return true;
+        opt_value_free(out);
+        return false;
+    }
+    snprintf(why->why, sizeof why->why, "unsupported option type");
+    return false;
+}
+
+void opt_value_free(OptValue *v)
+{
+    free(v->str);
+    for (size_t i = 0; i < v->n_items; i++)
+        free(v->items[i]);
+    free(v->items);
+    memset(v, 0, sizeof *v);
+}
+
+/* ---- storing and printing ---- */
+
+void opt_format_number(const OptDef *def, int64_t v, Buf *out)
+{
+    const Unit *units = def->type == OPT_DURATION ? duration_units
+                        : def->type == OPT_SIZE   ? size_units
+                                                  : NULL;
+
+    if (units == NULL) {
+        buf_append_i64(out, v);
+        return;
+    }
+    if (v == 0) {
+        buf_printf(out, "0%s", def->unit);
+        return;
+    }
+    for (const Unit *u = units; u->name; u++) {
+        if (v % u->mult == 0) {
+            buf_printf(out, "%lld%s", (long long)(v / u->mult), u->name);
+            return;
+        }
+    }
+}
+
+bool opt_store(const OptDef *def, const OptValue *v, Config *cfg, OptCheck *why)
+{
+    char *field = (char *)cfg + def->offset;
+
+    if (def->set)
+        return def->set(cfg, v, why);
+    switch (def->type) {
+    case OPT_STRING: {
+        char **slot = (char **)(void *)field;
+        free(*slot);
+        *slot = xstrdup(v->str);
+        return true;
+    }
+    case OPT_BOOL:
+        *(bool *)(void *)field = v->flag;
+        return true;
+    case OPT_INT:
+    case OPT_SIZE:
+        *(size_t *)(void *)field = (size_t)v->num;
+        return true;
+    case OPT_DURATION:
+        *(TimeUs *)(void *)field = v->num;
+        return true;
+    case OPT_ENUM:
+    case OPT_LIST:
+        break;
+    }
+    snprintf(why->why, sizeof why->why, "option has no place to be stored");
+    return false;
+}
+
+static void append_secret(const OptDef *def, const char *text, Buf *out)
+{
+    char *redacted;
+
+    switch (def->secret) {
+    case SECRET_NONE:
+        buf_append_str(out, text);
+        return;
+    case SECRET_WHOLE:
+        buf_append_str(out, "*****");
+        return;
+    case SECRET_CONNINFO:
+        redacted = config_redact_dsn(text);
+        buf_append_str(out, redacted);
+        free(redacted);
+        return;
+    }
+}
+
+void opt_print(const OptDef *def, const Config *cfg, Buf *out)
+{
+    const char *field = (const char *)cfg + def->offset;
+
+    if (def->print) {
+        def->print(cfg, out);
+        return;
+    }
+    switch (def->type) {
+    case OPT_STRING: {
+        const char *s = *(char *const *)(const void *)field;
+        append_secret(def, s ? s : "", out);
+        return;
+    }
+    case OPT_BOOL:
+        buf_append_str(out, *(const bool *)(const void *)field ? "true" : "false");
+        return;
+    case OPT_INT:
+    case OPT_SIZE:
+        opt_format_number(def, (int64_t) * (const size_t *)(const void *)field, out);
+        return;
+    case OPT_DURATION:
+        opt_format_number(def, *(const TimeUs *)(const void *)field, out);
+        return;
+    case OPT_ENUM:
+    case OPT_LIST:
+        break;
+    }
+}
+
+/* Long values are cut in messages: the line number already says where. */
+#define MESSAGE_VALUE_MAX 60
+
+void opt_quote_for_message(const OptDef *def, const char *text, Buf *out)
+{
+    Buf shown = BUF_INIT;
+
+    if (def)
+        append_secret(def, text, &shown);
+    else
+        buf_append_str(&shown, text);
+    buf_append_char(out, '"');
+    if (shown.len > MESSAGE_VALUE_MAX) {
+        buf_append(out, shown.data, MESSAGE_VALUE_MAX);
+        buf_append_str(out, "...");
+    } else if (shown.len) {
+        buf_append(out, shown.data, shown.len);
+    }
+    buf_append_char(out, '"');
+    buf_free(&shown);
+}
+
+void opt_env_name(const char *section, const char *key, Buf *out)
+{
+    buf_append_str(out, "PGFAN_");
+    for (const char *p = section; *p; p++)
+        buf_append_char(out, *p == '.' ? '_' : (char)toupper((unsigned char)*p));
+    buf_append_char(out, '_');
+    for (const char *p = key; *p; p++)
+        buf_append_char(out, *p == '.' ? '_' : (char)toupper((unsigned char)*p));
+}
+
+void config_print(const Config *cfg, FILE *out)
+{
+    Buf b = BUF_INIT;
+
+    buf_printf(&b, "; pgfan effective configuration from %s%s\n",
+               cfg->path ? cfg->path : "(no file)",
+               ", PGFAN_* environment overrides and defaults");
+    buf_append_str(&b, "; secrets are shown as *****\n");
+    for (size_t s = 0; s < config_n_sections; s++) {
+        const SectionDef *sec = &config_sections[s];
+
+        if (sec->is_sink && !*(const bool *)(const void *)((const char *)cfg + sec->enabled_offset)) {
+            buf_printf(&b, "\n; [%s] is not enabled\n", sec->name);
+            continue;
+        }
+        buf_printf(&b, "\n[%s]\n", sec->name);
+        for (size_t i = 0; i < config_n_options; i++) {
+            if (strcmp(config_options[i].section, sec->name) != 0)
+                continue;
+            buf_printf(&b, "%s = ", config_options[i].key);
+            opt_print(&config_options[i], cfg, &b);
+            buf_append_char(&b, '\n');
+        }
+    }
+    fwrite(b.data, 1, b.len, out);
+    buf_free(&b);
+}
+
+/* ---- conninfo redaction ---- */
+
+#define REDACTED "*****"
+
+/* "...?a=b&password=x&c=d": redacts password values in a URI query. */
+static void redact_uri_query(const char *q, Buf *out)
+{
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        const char *end = amp ? amp : q + strlen(q);
+        const char *eq = memchr(q, '=', (size_t)(end - q));
+
+        if (eq && (size_t)(eq - q) == 8 && strncasecmp(q, "password", 8) == 0) {
+            buf_append(out, q, (size_t)(eq - q + 1));
+            buf_append_str(out, REDACTED);
+        } else {
+            buf_append(out, q, (size_t)(end - q));
+        }
+        if (amp == NULL)
+            break;
+        buf_append_char(out, '&');
+        q = amp + 1;
+    }
+}
+
+/* postgresql://user:secret@host/db?password=secret */
+static void redact_uri(const char *dsn, size_t scheme_len, Buf *out)
+{
+    const char *auth = dsn + scheme_len;
+    size_t auth_len = strcspn(auth, "/?#");
+    const char *at = NULL;
+    const char *q;
+
+    /* the last '@' of the authority: an unencoded '@' may sit in the password */
+    for (const char *p = auth; p < auth + auth_len; p++) {
+        if (*p == '@')
+            at = p;
+    }
+    buf_append(out, dsn, scheme_len);
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+
+        if (colon) {
+            buf_append(out, auth, (size_t)(colon - auth + 1));
+            buf_append_str(out, REDACTED);
+        } else {
+            buf_append(out, auth, (size_t)(at - auth));
+        }
+        auth = at;
+    }
+    q = strchr(auth, '?');
+    if (q == NULL) {
+        buf_append_str(out, auth);
+        return;
+    }
+    buf_append(out, auth, (size_t)(q - auth + 1));
+    redact_uri_query(q + 1, out);
+}
+
+/*
+ * key = value pairs as libpq reads them: spaces around '=', values either
+ * bare (up to whitespace) or single-quoted with backslash escapes.
+ */
+static void redact_keyword_value(const char *dsn, Buf *out)
+{
+    const char *p = dsn;
+
+    while (*p) {
+        const char *key, *val;
+        size_t key_len;
+        bool secret;
+
+        while (isspace((unsigned char)*p))
+            buf_append_char(out, *p++);
+        key = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        key_len = (size_t)(p - key);
+        buf_append(out, key, key_len);
+        while (isspace((unsigned char)*p))
+            buf_append_char(out, *p++);
+        if (*p != '=')
+            continue; /* not key=value: copied as is, go on */
+        buf_append_char(out, *p++);
+        while (isspace((unsigned char)*p))
+            buf_append_char(out, *p++);
+        secret = key_len == 8 && strncasecmp(key, "password", 8) == 0;
+        val = p;
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+            }
+            if (*p == '\'')
+                p++;
+        } else {
+            while (*p && !isspace((unsigned char)*p)) {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+        }
+        if (secret)
+            buf_append_str(out, REDACTED);
+        else
+            buf_append(out, val, (size_t)(p - val));
+    }
+}
+
+char *config_redact_dsn(const char *dsn)
+{
+    Buf out = BUF_INIT;
+
+    if (dsn == NULL)
+        return NULL;
+    if (strncmp(dsn, "postgresql://", 13) == 0)
+        redact_uri(dsn, 13, &out);
+    else if (strncmp(dsn, "postgres://", 11) == 0)
+        redact_uri(dsn, 11, &out);
+    else
+        redact_keyword_value(dsn, &out);
+    if (out.data == NULL)
+        return xstrdup("");
+    return out.data;
+}
+
+/* ---- example config ---- */
+
+static void append_range(const OptDef *def, Buf *b)
+{
+    if (def->type == OPT_ENUM) {
+        buf_append_str(b, "; one of: ");
+        append_choices(b, def->choices);
+    } else if (def->min != 0 || def->max != 0) {
+        buf_append_str(b, "; ");
+        opt_format_number(def, def->min, b);
+        buf_append_str(b, " to ");
+        opt_format_number(def, def->max, b);
+    }
+}
+
+void config_write_example(FILE *out)
+{
+    Buf b = BUF_INIT;
+
+    buf_append_str(&b,
+                   "; pgfan example configuration: every option with its default.\n"
+                   ";\n"
+                   "; Syntax: [section], key = value; comments start with ';' or '#' at the\n"
+                   "; start of a line, or with ' ;' after a value (a ';' inside single quotes,\n"
+                   "; as in password='a;b', belongs to the value).\n"
+                   "; Durations: us, ms, s, min, h. Sizes: B, kB, MB, GB (1024-based).\n"
+                   "; Every key can be set from the environment as PGFAN_<SECTION>_<KEY>,\n"
+                   "; which overrides this file: PGFAN_SOURCE_DSN, PGFAN_SINK_FILE_PATH, ...\n"
+                   "; Check a file with: pgfan check-config -c pgfan.conf\n"
+                   ";\n"
+                   "; Generated from the option table in config/options.c; the unit test\n"
+                   "; tests/unit/test_config.c fails when the two disagree.\n");
+    for (size_t s = 0; s < config_n_sections; s++) {
+        const SectionDef *sec = &config_sections[s];
+
+        buf_printf(&b, "\n; %s\n[%s]\n", sec->desc, sec->name);
+        for (size_t i = 0; i < config_n_options; i++) {
+            const OptDef *def = &config_options[i];
+
+            if (strcmp(def->section, sec->name) != 0)
+                continue;
+            buf_printf(&b, "; %s", def->desc);
+            if (def->required)
+                buf_append_str(&b, "; required");
+            if (def->default_from)
+                buf_printf(&b, "; default: the value of %s", def->default_from);
+            append_range(def, &b);
+            buf_append_char(&b, '\n');
+            if (def->default_from) {
+                const OptDef *from = config_find_option(def->section, def->default_from);
+                buf_printf(&b, ";%s = %s\n", def->key, from && from->def ? from->def : "");
+            } else {
+                buf_printf(&b, "%s = %s\n", def->key, def->def ? def->def : def->example);
+            }
+        }
+    }
+    fwrite(b.data, 1, b.len, out);
+    buf_free(&b);
+}

@@ -1,0 +1,345 @@
+/*
+ * run.c - the daemon's lifetime: start-up in a fixed order, the loop, the
+ * ordered shutdown, and the status document.
+ */
+#include "run.h"
+
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/mem.h"
+#include "loop.h"
+#include "pipeline.h"
+#include "replication.h"
+#include "status.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define COMPONENT "pgfan"
+
+typedef struct OpenSink {
+    const SinkOps *ops;
+    void *self;
+} OpenSink;
+
+typedef enum Phase {
+    PHASE_RUNNING = 0,
+    PHASE_DRAINING,  /* stop requested: finishing the open transaction, flushing sinks */
+    PHASE_FINISHING, /* final status update sent, waiting for the COPY to end */
+    PHASE_DONE,
+} Phase;
+
+typedef struct Daemon {
+    const Config *cfg;
+    Loop *loop;
+    SourceInfo source;
+    Pipeline *pipeline;
+    Replication *repl;
+    StatusServer *status;
+    OpenSink *sinks;
+    size_t n_sinks;
+
+    int sigfd;
+    int signals_seen;
+    Phase phase;
+    TimeUs drain_deadline;
+    TimeUs started_mono;
+    int exit_code;
+    PfError fatal;
+    bool has_fatal;
+} Daemon;
+
+static void stop_with(Daemon *d, const PfError *err)
+{
+    if (d->has_fatal)
+        return;
+    d->fatal = *err;
+    d->has_fatal = true;
+    log_error_value(COMPONENT, err);
+    repl_fail(d->repl, err);
+    d->exit_code = err_exit_code(err);
+    d->phase = PHASE_DONE;
+}
+
+static void begin_shutdown(Daemon *d)
+{
+    if (d->phase != PHASE_RUNNING)
+        return;
+    log_info(COMPONENT, "stopping: finishing the open transaction, then draining the sinks");
+    d->phase = PHASE_DRAINING;
+    d->drain_deadline = clock_mono_us() + d->cfg->source.shutdown_timeout;
+    repl_stop_reading(d->repl);
+}
+
+static void on_signal(void *arg, int fd, unsigned events)
+{
+    Daemon *d = arg;
+    struct signalfd_siginfo si;
+
+    (void)events;
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            log_info(COMPONENT, "SIGHUP ignored: configuration reload is not supported yet");
+            continue;
+        }
+        d->signals_seen++;
+        if (d->signals_seen == 1) {
+            log_info(COMPONENT, "received %s", strsignal((int)si.ssi_signo));
+            begin_shutdown(d);
+        } else {
+            /* Second signal: leave now. Nothing more is confirmed: the last
+             * status update only ever carried durable positions. */
+            log_warning(COMPONENT, "received %s again: exiting at once",
+                        strsignal((int)si.ssi_signo));
+            d->exit_code = 1;
+            d->phase = PHASE_DONE;
+        }
+    }
+}
+
+static bool setup_signals(Daemon *d, PfError *err)
+{
+    sigset_t mask;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        return err_set(err, ERR_FATAL, "could not block signals: %s", strerror(errno));
+    d->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->sigfd < 0)
+        return err_set(err, ERR_FATAL, "could not create signalfd: %s", strerror(errno));
+    if (!loop_watch(d->loop, d->sigfd, LOOP_READ, on_signal, d))
+        return err_set(err, ERR_FATAL, "could not watch signals: %s", strerror(errno));
+    return true;
+}
+
+static void append_lsn_field(Buf *b, const char *name, Lsn lsn)
+{
+    char text[LSN_TEXT_SIZE];
+    buf_printf(b, "\"%s\":\"%s\",", name, lsn_format(lsn, text));
+}
+
+/* The status document (see daemon/status_client.c for the reader). */
+static void render_status(void *arg, Buf *out)
+{
+    Daemon *d = arg;
+    TimeUs now_wall = clock_wall_us();
+    Lsn confirmed = repl_sent_flush_lsn(d->repl);
+    Lsn wal_end = repl_server_wal_end(d->repl);
+    const PfError *err = d->has_fatal ? &d->fatal : repl_error(d->repl);
+    const char *state = repl_state_name(repl_state(d->repl));
+
+    if (d->phase == PHASE_DRAINING || d->phase == PHASE_FINISHING)
+        state = "stopping";
+    buf_append_str(out, "{\"version\":\"" PGFAN_VERSION "\",");
+    buf_printf(out, "\"pid\":%ld,\"state\":", (long)getpid());
+    buf_append_json_string(out, state, strlen(state));
+    buf_append_str(out, ",\"slot\":");
+    buf_append_json_string(out, d->source.slot, strlen(d->source.slot));
+    buf_append_str(out, ",\"database\":");
+    buf_append_json_string(out, d->source.dbname, strlen(d->source.dbname));
+    buf_append_str(out, ",\"system_id\":");
+    buf_append_json_string(out, d->source.system_id, strlen(d->source.system_id));
+    buf_append_char(out, ',');
+    append_lsn_field(out, "received_lsn", repl_received_lsn(d->repl));
+    append_lsn_field(out, "confirmed_lsn", confirmed);
+    append_lsn_field(out, "server_wal_end", wal_end);
+    buf_printf(out, "\"lag_bytes\":%llu,\"lag_seconds\":%.3f,\"inflight_transactions\":%zu,",
+               (unsigned long long)(wal_end > confirmed ? wal_end - confirmed : 0),
+               (double)pipeline_lag_us(d->pipeline, now_wall) / USECS_PER_SEC,
+               pipeline_inflight(d->pipeline));
+    buf_printf(out, "\"uptime_seconds\":%.1f,\"last_error\":",
+               (double)(clock_mono_us() - d->started_mono) / USECS_PER_SEC);
+    buf_append_json_string(out, err ? err->msg : "", err ? strlen(err->msg) : 0);
+    buf_append_str(out, ",\"sinks\":[");
+    for (size_t i = 0; i < pipeline_sink_count(d->pipeline); i++) {
+        SinkStatus st;
+        const char *name = pipeline_sink_name(d->pipeline, i);
+
+        pipeline_sink_status(d->pipeline, i, &st);
+        buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
+        buf_append_json_string(out, name, strlen(name));
+        buf_append_str(out, ",\"state\":");
+        buf_append_json_string(out, st.state ? st.state : "ok",
+                               strlen(st.state ? st.state : "ok"));
+        buf_append_char(out, ',');
+        append_lsn_field(out, "durable_lsn", st.durable_lsn);
+        buf_printf(out,
+                   "\"queue_depth\":%llu,\"queued_bytes\":%llu,\"events\":%llu,\"bytes\":%llu,"
+                   "\"retries\":%llu,\"errors\":%llu,\"dead_letters\":%llu,\"last_error\":",
+                   (unsigned long long)st.queue_depth, (unsigned long long)st.queued_bytes,
+                   (unsigned long long)st.events, (unsigned long long)st.bytes,
+                   (unsigned long long)st.retries, (unsigned long long)st.errors,
+                   (unsigned long long)st.dead_letters);
+        buf_append_json_string(out, st.last_error, strlen(st.last_error));
+        buf_append_char(out, '}');
+    }
+    buf_append_str(out, "]}");
+}
+
+/* Runs after every loop turn: drive sinks, advance, feedback, shutdown steps. */
+static TimeUs daemon_hook(void *arg, TimeUs now)
+{
+    Daemon *d = arg;
+    TimeUs next = TIME_NEVER;
+    TimeUs repl_next;
+    PfError err;
+
+    if (d->phase == PHASE_DONE)
+        return now;
+    if (!pipeline_poll(d->pipeline, now, &next, &err)) {
+        stop_with(d, &err);
+        return now;
+    }
+    repl_next = repl_poll(d->repl, now);
+    if (repl_next < next)
+        next = repl_next;
+
+    if (repl_state(d->repl) == REPL_FAILED) {
+        const PfError *re = repl_error(d->repl);
+        if (re && !d->has_fatal) {
+            stop_with(d, re);
+        }
+        d->phase = PHASE_DONE;
+        return now;
+    }
+
+    if (d->phase == PHASE_DRAINING) {
+        if (!repl_reading_stopped(d->repl)) {
+            if (now >= d->drain_deadline) {
+                log_warning(COMPONENT,
+                            "the open transaction did not finish within shutdown_timeout; "
+                            "stopping without it (it will be streamed again)");
+                d->phase = PHASE_FINISHING;
+                repl_finish(d->repl);
+            }
+            return next < d->drain_deadline ? next : d->drain_deadline;
+        }
+        pipeline_flush(d->pipeline);
+        if (!pipeline_poll(d->pipeline, now, &next, &err)) {
+            stop_with(d, &err);
+            return now;
+        }
+        if (pipeline_drained(d->pipeline) || now >= d->drain_deadline) {
+            if (!pipeline_drained(d->pipeline))
+                log_warning(COMPONENT, "sinks did not drain within shutdown_timeout; "
+                                       "confirming only what is durable");
+            d->phase = PHASE_FINISHING;
+            repl_finish(d->repl);
+        } else {
+            TimeUs soon = now + 10 * USECS_PER_MSEC;
+            return soon < d->drain_deadline ? soon : d->drain_deadline;
+        }
+    }
+    if (d->phase == PHASE_FINISHING) {
+        ReplState st = repl_state(d->repl);
+        if (st == REPL_STOPPED || st == REPL_FAILED) {
+            d->phase = PHASE_DONE;
+            return now;
+        }
+    }
+    return next;
+}
+
+static bool open_sinks(Daemon *d, PfError *err)
+{
+    const char *const *names = sink_names();
+    SinkContext ctx = {d->cfg, d->loop, &d->source};
+
+    for (size_t i = 0; names[i]; i++) {
+        const SinkOps *ops = sink_lookup(names[i]);
+        void *self;
+
+        if (strcmp(names[i], "file") == 0 && !d->cfg->file.enabled)
+            continue;
+        self = ops->open(&ctx, err);
+        if (!self) {
+            err_prefix(err, "sink=%s", ops->name);
+            return false;
+        }
+        d->sinks = xrealloc(d->sinks, (d->n_sinks + 1) * sizeof *d->sinks);
+        d->sinks[d->n_sinks].ops = ops;
+        d->sinks[d->n_sinks].self = self;
+        d->n_sinks++;
+        pipeline_add_sink(d->pipeline, ops, self);
+        log_info(COMPONENT, "sink %s ready", ops->name);
+    }
+    if (d->n_sinks == 0)
+        return err_set(err, ERR_CONFIG, "could not start: no sink is enabled");
+    return true;
+}
+
+static void cleanup(Daemon *d)
+{
+    status_server_free(d->status);
+    repl_free(d->repl);
+    pipeline_free(d->pipeline);
+    for (size_t i = 0; i < d->n_sinks; i++)
+        d->sinks[i].ops->close(d->sinks[i].self);
+    free(d->sinks);
+    if (d->sigfd >= 0) {
+        loop_unwatch(d->loop, d->sigfd);
+        close(d->sigfd);
+    }
+    loop_free(d->loop);
+}
+
+int daemon_run(const Config *cfg)
+{
+    Daemon d;
+    PfError err;
+
+    memset(&d, 0, sizeof d);
+    d.cfg = cfg;
+    d.sigfd = -1;
+    d.started_mono = clock_mono_us();
+    snprintf(d.source.slot, sizeof d.source.slot, "%s", cfg->source.slot);
+    snprintf(d.source.name, sizeof d.source.name, "%s", cfg->source.name);
+    log_set_level(cfg->log.level);
+
+    d.loop = loop_new();
+    if (!d.loop) {
+        log_error(COMPONENT, "could not create the event loop: %s", strerror(errno));
+        return 1;
+    }
+    d.pipeline = pipeline_new(cfg->source.max_inflight_txns);
+    d.repl = repl_new(cfg, d.loop, d.pipeline, &d.source);
+
+    if (!setup_signals(&d, &err) || !open_sinks(&d, &err)) {
+        log_error_value(COMPONENT, &err);
+        cleanup(&d);
+        return err_exit_code(&err);
+    }
+    d.status = status_server_new(d.loop, cfg->status.socket, render_status, &d, &err);
+    if (!d.status) {
+        log_error_value(COMPONENT, &err);
+        cleanup(&d);
+        return err_exit_code(&err);
+    }
+    loop_add_hook(d.loop, daemon_hook, &d);
+    log_info(COMPONENT, "pgfan %s starting: slot \"%s\", %zu table%s, status socket %s",
+             PGFAN_VERSION, cfg->source.slot, cfg->source.n_tables,
+             cfg->source.n_tables == 1 ? "" : "s", cfg->status.socket);
+    repl_start(d.repl);
+
+    while (d.phase != PHASE_DONE) {
+        if (!loop_run_once(d.loop, TIME_NEVER)) {
+            err_set(&err, ERR_FATAL, "could not wait for events: %s", strerror(errno));
+            stop_with(&d, &err);
+        }
+    }
+    if (!d.has_fatal && d.exit_code == 0) {
+        char a[LSN_TEXT_SIZE];
+        log_info(COMPONENT, "stopped cleanly; confirmed position %s",
+                 lsn_format(repl_sent_flush_lsn(d.repl), a));
+    }
+    cleanup(&d);
+    return d.exit_code;
+}

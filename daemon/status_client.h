@@ -1,0 +1,48 @@
+/*
+ * status_client.h - `pgfan status`: read the status socket and print it.
+ *
+ * Connects to the daemon's status socket, reads the one JSON document the
+ * daemon writes (up to STATUS_CLIENT_MAX_DOC bytes), checks that it is valid
+ * JSON, and prints it either as received (--json) or as a short table for
+ * people. Keys the table does not know are ignored; keys it expects but
+ * does not find are shown as "-". Strings are shown with JSON escapes
+ * decoded and control characters replaced by spaces (no terminal escapes
+ * from a log message reach the operator's terminal).
+ *
+ * Errors go to errout as one message line ("could not <verb> ...") and,
+ * when the fix is known, a "HINT: ..." line. Nothing is allocated that
+ * outlives the call.
+ */
+#ifndef PGFAN_STATUS_CLIENT_H
+#define PGFAN_STATUS_CLIENT_H
+
+#include "../common/clock.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit codes of status_client_run(). */
+#define STATUS_EXIT_OK 0
+#define STATUS_EXIT_BAD_DOCUMENT 1 /* not valid JSON, not an object, empty, too large */
+#define STATUS_EXIT_UNREACHABLE 2  /* cannot connect, or the connection failed or timed out */
+
+/* Larger documents are refused (STATUS_EXIT_BAD_DOCUMENT). */
+#define STATUS_CLIENT_MAX_DOC (1024 * 1024)
+
+/* Default bound on connecting, and on waiting for each piece of the document. */
+#define STATUS_CLIENT_TIMEOUT (5 * USECS_PER_SEC)
+
+/*
+ * Reads the document from the socket at path and prints it to out.
+ * json: print the document as received (trailing whitespace replaced by one
+ * newline). Otherwise print the table. check_only is reserved for
+ * `pgfan status --check`; for now it prints the table like the default mode.
+ * Returns one of the STATUS_EXIT_* codes.
+ */
+int status_client_run(const char *path, bool json, bool check_only, FILE *out, FILE *errout);
+
+/* Same, with the connect and read timeout given (tests use short ones). */
+int status_client_run_timeout(const char *path, bool json, bool check_only, TimeUs timeout,
+                              FILE *out, FILE *errout);
+
+#endif
