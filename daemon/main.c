@@ -33,11 +33,13 @@ static const char usage_text[] =
     "\n"
     "Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration.\n";
 
-static int usage_error(const char *fmt, const char *arg)
+/* what: the problem, detail: the offending word (may be NULL). */
+static int usage_error(const char *what, const char *detail)
 {
-    fprintf(stderr, "pgfan: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'pgfan --help'.\n");
+    if (detail)
+        fprintf(stderr, "pgfan: %s \"%s\"\nTry 'pgfan --help'.\n", what, detail);
+    else
+        fprintf(stderr, "pgfan: %s\nTry 'pgfan --help'.\n", what);
     return EXIT_USAGE;
 }
 
@@ -69,10 +71,10 @@ static int cmd_run_or_check(int argc, char **argv, bool run)
         if (is_opt(argv[i], "-c", "--config") && i + 1 < argc)
             path = argv[++i];
         else
-            return usage_error("unexpected argument \"%s\"", argv[i]);
+            return usage_error("unexpected argument", argv[i]);
     }
     if (!path)
-        return usage_error("%s needs -c FILE", run ? "run" : "check-config");
+        return usage_error(run ? "run needs -c FILE" : "check-config needs -c FILE", NULL);
     rc = load_config(path, &cfg);
     if (rc != 0)
         return rc;
@@ -102,7 +104,7 @@ static int cmd_status(int argc, char **argv)
         else if (strcmp(argv[i], "--json") == 0)
             json = true;
         else
-            return usage_error("unexpected argument \"%s\"", argv[i]);
+            return usage_error("unexpected argument", argv[i]);
     }
     if (!socket_path && config_path) {
         rc = load_config(config_path, &cfg);
@@ -122,7 +124,7 @@ int main(int argc, char **argv)
     const char *cmd = argc > 1 ? argv[1] : NULL;
 
     if (!cmd)
-        return usage_error("%s", "missing command");
+        return usage_error("missing command", NULL);
     if (is_opt(cmd, "-h", "--help") || strcmp(cmd, "help") == 0) {
         fputs(usage_text, stdout);
         return 0;
@@ -137,5 +139,5 @@ int main(int argc, char **argv)
         return cmd_run_or_check(argc, argv, false);
     if (strcmp(cmd, "status") == 0)
         return cmd_status(argc, argv);
-    return usage_error("unknown command \"%s\"", cmd);
+    return usage_error("unknown command", cmd);
 }

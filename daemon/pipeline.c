@@ -35,6 +35,7 @@ struct Pipeline {
     size_t ring_max;
 
     bool in_txn;          /* a BEGIN was forwarded, its COMMIT not yet */
+    Lsn open_end_lsn;     /* end_lsn of the open transaction's BEGIN */
     bool skipping;        /* inside a resent transaction we already forwarded */
     TimeUs open_commit_time;
     Lsn last_commit_lsn;  /* end LSN of the last COMMIT seen (forwarded) */
@@ -95,6 +96,15 @@ static bool forward(Pipeline *p, const Change *change, PfError *err)
     return true;
 }
 
+/* Row changes carry their transaction's commit end LSN (see change.h). */
+static bool forward_in_txn(Pipeline *p, const Change *change, PfError *err)
+{
+    Change c = *change;
+
+    c.end_lsn = p->open_end_lsn;
+    return forward(p, &c, err);
+}
+
 bool pipeline_submit(Pipeline *p, const Change *change, PfError *err)
 {
     char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
@@ -110,6 +120,7 @@ bool pipeline_submit(Pipeline *p, const Change *change, PfError *err)
         }
         p->skipping = false;
         p->in_txn = true;
+        p->open_end_lsn = change->end_lsn;
         p->open_commit_time = change->has_commit_time ? change->commit_time : 0;
         return forward(p, change, err);
 
@@ -138,6 +149,8 @@ bool pipeline_submit(Pipeline *p, const Change *change, PfError *err)
     case CHANGE_MESSAGE:
         if (p->skipping)
             return true;
+        if (change->transactional && p->in_txn)
+            return forward_in_txn(p, change, err);
         return forward(p, change, err);
 
     case CHANGE_INSERT:
@@ -150,7 +163,7 @@ bool pipeline_submit(Pipeline *p, const Change *change, PfError *err)
             return err_set(err, ERR_FATAL,
                            "could not track change at %s: %s outside a transaction",
                            lsn_format(change->lsn, a), change_kind_name(change->kind));
-        return forward(p, change, err);
+        return forward_in_txn(p, change, err);
     }
     return err_set(err, ERR_FATAL, "could not track change: unknown kind %d", (int)change->kind);
 }

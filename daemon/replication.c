@@ -21,6 +21,7 @@
 #include "../common/mem.h"
 #include "../decoder/wal2json.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,7 @@ struct Replication {
     PfError error;
     bool has_error;
     char system_id[32];
+    char *session_options; /* the dsn's own options, then the settings pgfan pins */
 };
 
 static void on_socket(void *arg, int fd, unsigned events);
@@ -126,7 +128,7 @@ static void watch_socket(Replication *r)
     if (r->want_write)
         events |= LOOP_WRITE;
     if (!loop_watch(r->loop, fd, events, on_socket, r))
-        log_warning(COMPONENT, "could not watch the replication socket: %m");
+        log_warning(COMPONENT, "could not watch the replication socket: %s", strerror(errno));
     r->fd = fd;
 }
 
@@ -265,13 +267,43 @@ static void send_command(Replication *r, Step step, const char *sql)
 
 /* ---- start-up steps --------------------------------------------------- */
 
+/*
+ * The conninfo's own "options" come first and pgfan's pinned settings last,
+ * so a user's -c settings (statement_timeout, ...) survive while DateStyle,
+ * TimeZone and bytea_output, which change wal2json's output, stay pinned.
+ */
+static bool build_session_options(Replication *r, PfError *err)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(r->cfg->source.dsn, &errmsg);
+    Buf b = BUF_INIT;
+
+    if (!opts) {
+        err_set(err, ERR_CONFIG, "could not parse [source] dsn: %s",
+                errmsg ? errmsg : "out of memory");
+        err_hint(err, "write a libpq connection string (host=... dbname=... user=...) or a "
+                      "postgresql:// URI");
+        PQfreemem(errmsg);
+        return false;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
+            buf_printf(&b, "%s ", o->val);
+    }
+    PQconninfoFree(opts);
+    buf_append_str(&b, SESSION_OPTIONS);
+    free(r->session_options);
+    r->session_options = b.data;
+    return true;
+}
+
 static void begin_connect(Replication *r)
 {
     const char *keys[] = {"dbname", "replication", "fallback_application_name", "options",
                           "keepalives", "keepalives_idle", "keepalives_interval",
                           "keepalives_count", NULL};
-    const char *values[] = {r->cfg->source.dsn, "database", "pgfan", SESSION_OPTIONS, "1", "30",
-                            "10", "3", NULL};
+    const char *values[] = {r->cfg->source.dsn, "database", "pgfan", r->session_options, "1",
+                            "30", "10", "3", NULL};
     PfError err;
     char buf[ERR_MSG_SIZE];
 
@@ -902,11 +934,18 @@ void repl_free(Replication *r)
         return;
     close_connection(r);
     w2j_free(r->decoder);
+    free(r->session_options);
     free(r);
 }
 
 void repl_start(Replication *r)
 {
+    PfError err;
+
+    if (!build_session_options(r, &err)) {
+        fail(r, &err);
+        return;
+    }
     begin_connect(r);
 }
 

@@ -342,7 +342,7 @@ static void expire_clients(StatusServer *srv, TimeUs now)
     if (dropped > 0 && now - srv->last_dropped_warning >= WARN_INTERVAL) {
         srv->last_dropped_warning = now;
         log_warning(COMPONENT, "dropped %zu client(s) that did not read the status document within %d s",
-                    dropped, (int)(STATUS_CLIENT_TIMEOUT / USECS_PER_SEC));
+                    dropped, (int)(STATUS_WRITE_TIMEOUT / USECS_PER_SEC));
     }
 }
 
@@ -370,7 +370,7 @@ static void serve(StatusServer *srv, int fd, TimeUs now)
     }
     c->fd = fd;
     c->sent = 0;
-    c->deadline = now + STATUS_CLIENT_TIMEOUT;
+    c->deadline = now + STATUS_WRITE_TIMEOUT;
     buf_init(&c->doc);
     srv->n_clients++;
     srv->render(srv->arg, &c->doc);

@@ -8,7 +8,7 @@
  *
  * Everything runs from the event loop and nothing blocks: accepted clients
  * are written to non-blockingly; a client that does not read its document
- * within STATUS_CLIENT_TIMEOUT is dropped, and at most STATUS_MAX_CLIENTS
+ * within STATUS_WRITE_TIMEOUT is dropped, and at most STATUS_MAX_CLIENTS
  * are served at once (further connections are accepted and closed at once),
  * so a stuck or hostile reader costs at most a bounded amount of memory.
  *
@@ -31,7 +31,7 @@
 #define STATUS_MAX_CLIENTS 32
 
 /* A client whose document is not fully written by then is dropped. */
-#define STATUS_CLIENT_TIMEOUT (5 * USECS_PER_SEC)
+#define STATUS_WRITE_TIMEOUT (5 * USECS_PER_SEC)
 
 /* Mode of the socket file: owner and group (the operators' group) only. */
 #define STATUS_SOCKET_MODE 0660

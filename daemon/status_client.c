@@ -11,6 +11,7 @@
 #include "../common/buf.h"
 #include "../common/error.h"
 #include "../common/mem.h"
+#include "status.h"
 
 #define JSMN_STATIC
 #define JSMN_STRICT
@@ -218,25 +219,30 @@ static bool is_hex(char ch)
 
 static bool check_string(JsonCheck *c)
 {
+    /* On failure pos is left at the offending byte, for the error message. */
     c->pos++; /* opening quote */
     while (c->pos < c->len) {
-        unsigned char ch = (unsigned char)c->s[c->pos++];
-        if (ch == '"')
-            return true;
+        unsigned char ch = (unsigned char)c->s[c->pos];
         if (ch < 0x20)
             return false;
+        c->pos++;
+        if (ch == '"')
+            return true;
         if (ch != '\\')
             continue;
         if (c->pos >= c->len)
             return false;
-        ch = (unsigned char)c->s[c->pos++];
+        ch = (unsigned char)c->s[c->pos];
         if (ch == 'u') {
+            c->pos++;
             for (int i = 0; i < 4; i++) {
                 if (c->pos >= c->len || !is_hex(c->s[c->pos]))
                     return false;
                 c->pos++;
             }
-        } else if (!strchr("\"\\/bfnrt", ch) || ch == '\0') {
+        } else if (ch != '\0' && strchr("\"\\/bfnrt", ch)) {
+            c->pos++;
+        } else {
             return false;
         }
     }
@@ -676,7 +682,8 @@ static int format_document(const char *path, const Buf *doc, bool json, Buf *out
                 "could not parse status document from \"%s\": the daemon closed the connection "
                 "without sending one",
                 path);
-        err_hint(err, "the daemon serves at most 32 clients at once; try again");
+        err_hint(err, "the daemon serves at most %d clients at once; try again",
+                 STATUS_MAX_CLIENTS);
         return STATUS_EXIT_BAD_DOCUMENT;
     }
     if (!json_valid(doc->data, len, &where)) {

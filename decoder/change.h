@@ -95,7 +95,10 @@ typedef struct Change {
     /*
      * end_lsn: for BEGIN and COMMIT, the end of the commit record (wal2json
      * "nextlsn"). This, and only this, is the position that may be confirmed
-     * once the transaction is durable everywhere. LSN_INVALID otherwise.
+     * once the transaction is durable everywhere. The decoder leaves it
+     * LSN_INVALID for other kinds; the pipeline fills it in for row changes
+     * and transactional messages from their transaction's BEGIN before sinks
+     * see them, so every event can name the commit it belongs to.
      */
     Lsn end_lsn;
 

@@ -1,0 +1,566 @@
+/*
+ * test_e2e.c - pgfan end to end against a real PostgreSQL 15 with wal2json.
+ *
+ * Each test gets its own database, slot and directory, runs the real pgfan
+ * binary (PGFAN_TEST_BIN) and checks the NDJSON file and the slot's
+ * confirmed_flush_lsn. Nothing sleeps: every wait polls a condition under
+ * a deadline (h_wait_until).
+ */
+#include "../harness/harness.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define WAIT_MS 60000
+
+typedef struct Env {
+    char *dir;
+    char *db;
+    char *slot;
+    char *config;
+    char *out;
+    char *log;
+    PGconn *conn;
+} Env;
+
+static Env env_new(const char *name, const char *schema_sql, const char *tables, const char *extra)
+{
+    Env e;
+    Buf b = BUF_INIT;
+
+    e.dir = h_tmpdir();
+    e.db = xstrdup(name);
+    e.slot = xstrdup(name);
+    h_create_db(e.db);
+    e.conn = h_pg_connect(e.db);
+    if (schema_sql)
+        h_sql(e.conn, "%s", schema_sql);
+    e.config = h_write_config(e.dir, e.db, e.slot, tables, extra ? extra : "");
+    buf_printf(&b, "%s/out.ndjson", e.dir);
+    e.out = b.data;
+    buf_init(&b);
+    buf_printf(&b, "%s/pgfan.log", e.dir);
+    e.log = b.data;
+    return e;
+}
+
+static void env_free(Env *e)
+{
+    Buf sql = BUF_INIT;
+    PGresult *res;
+
+    /* Slots hold WAL: drop them (ignore failure, e.g. a test that never created one). */
+    buf_printf(&sql, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                     "WHERE NOT active AND slot_name = '%s'", e->slot);
+    res = PQexec(e->conn, sql.data);
+    PQclear(res);
+    buf_free(&sql);
+    PQfinish(e->conn);
+    h_rm_rf(e->dir);
+    free(e->dir);
+    free(e->db);
+    free(e->slot);
+    free(e->config);
+    free(e->out);
+    free(e->log);
+}
+
+static pid_t start_pgfan(const Env *e, const char *log_path)
+{
+    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
+    return h_spawn(argv, log_path ? log_path : e->log);
+}
+
+typedef struct LogWait {
+    const char *path;
+    const char *needle;
+} LogWait;
+
+static bool log_has(void *arg)
+{
+    LogWait *w = arg;
+    return h_file_contains(w->path, w->needle);
+}
+
+static void wait_log(const char *path, const char *needle)
+{
+    LogWait w = {path, needle};
+    char *text;
+
+    if (h_wait_until(log_has, &w, WAIT_MS))
+        return;
+    text = h_read_file(path, NULL);
+    ck_abort_msg("log %s never contained \"%s\"; it has:\n%s", path, needle, text ? text : "");
+}
+
+typedef struct SlotWait {
+    PGconn *conn;
+    const char *slot;
+    Lsn target;
+} SlotWait;
+
+static bool slot_reached(void *arg)
+{
+    SlotWait *w = arg;
+    return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
+}
+
+/* Waits until the slot confirmed everything written so far. */
+static void wait_confirmed_current(Env *e)
+{
+    SlotWait w = {e->conn, e->slot, h_current_wal_lsn(e->conn)};
+    char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
+
+    if (!h_wait_until(slot_reached, &w, WAIT_MS)) {
+        char *text = h_read_file(e->log, NULL);
+        ck_abort_msg("slot %s stuck at %s, wanted %s; log:\n%s", e->slot,
+                     lsn_format(h_slot_confirmed_lsn(e->conn, e->slot), a),
+                     lsn_format(w.target, b), text ? text : "");
+    }
+}
+
+static void stop_pgfan(pid_t pid)
+{
+    h_kill(pid, SIGTERM);
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
+}
+
+/* Extracts the integer after "key": in a line (first occurrence after from). */
+static uint64_t json_u64(const char *line, const char *key)
+{
+    char pat[64];
+    const char *p;
+
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    p = strstr(line, pat);
+    ck_assert_msg(p != NULL, "no %s in %s", key, line);
+    return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+START_TEST(test_envelopes_three_tables)
+{
+    Env e = env_new("e2e_basic",
+                    "CREATE TABLE stores(id int PRIMARY KEY, name text, country text);"
+                    "CREATE TABLE customers(id bigint PRIMARY KEY, email text);"
+                    "CREATE TABLE orders(id bigint PRIMARY KEY, store_id int, status text,"
+                    "  total_amount numeric(40,2), created_at timestamptz);"
+                    "ALTER TABLE orders REPLICA IDENTITY FULL;"
+                    "CREATE TABLE audit(id serial PRIMARY KEY, note text);",
+                    "public.orders, public.customers, public.stores", NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+    char **lines;
+    size_t n;
+
+    wait_log(e.log, "streaming from slot");
+    h_sql(e.conn, "INSERT INTO stores VALUES (7, 'Zürich \"Books\"', 'CH')");
+    h_sql(e.conn, "BEGIN; INSERT INTO customers VALUES (42, 'a@example.com');"
+                  "INSERT INTO orders VALUES (1001, 7, 'pending', "
+                  "12345678901234567890123456789012345678.90, '2026-11-20 10:00:00+00');"
+                  "INSERT INTO audit(note) VALUES ('not listed'); COMMIT");
+    h_sql(e.conn, "UPDATE orders SET status = 'paid' WHERE id = 1001");
+    h_sql(e.conn, "DELETE FROM customers WHERE id = 42");
+    h_sql(e.conn, "TRUNCATE stores");
+    /* Only an unlisted table: must not stall confirmation. */
+    h_sql(e.conn, "INSERT INTO audit(note) SELECT 'x' FROM generate_series(1, 100)");
+    wait_confirmed_current(&e);
+
+    lines = h_read_lines(e.out, &n);
+    ck_assert_msg(n == 6, "expected 6 lines, got %zu", n);
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"before\":null,\"after\":{\"id\":7,\"name\":"
+                                           "\"Zürich \\\"Books\\\"\",\"country\":\"CH\"}"));
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"op\":\"c\""));
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"connector\":\"pgfan\""));
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"db\":\"e2e_basic\",\"schema\":\"public\","
+                                           "\"table\":\"stores\""));
+    ck_assert_ptr_nonnull(strstr(lines[1], "\"after\":{\"id\":42,\"email\":\"a@example.com\"}"));
+    ck_assert_ptr_nonnull(
+        strstr(lines[2], "\"after\":{\"id\":1001,\"store_id\":7,\"status\":\"pending\","
+                         "\"total_amount\":12345678901234567890123456789012345678.90,"
+                         "\"created_at\":\"2026-11-20T10:00:00Z\"}"));
+    ck_assert_uint_eq(json_u64(lines[1], "txId"), json_u64(lines[2], "txId"));
+    ck_assert_ptr_nonnull(strstr(lines[3], "\"before\":{\"id\":1001,\"store_id\":7,"
+                                           "\"status\":\"pending\""));
+    ck_assert_ptr_nonnull(strstr(lines[3], "\"status\":\"paid\""));
+    ck_assert_ptr_nonnull(strstr(lines[3], "\"op\":\"u\""));
+    ck_assert_ptr_nonnull(strstr(lines[4], "\"before\":{\"id\":42},\"after\":null"));
+    ck_assert_ptr_nonnull(strstr(lines[4], "\"op\":\"d\""));
+    ck_assert_ptr_nonnull(strstr(lines[5], "\"table\":\"stores\""));
+    ck_assert_ptr_nonnull(strstr(lines[5], "\"op\":\"t\""));
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(strstr(lines[i], "audit") == NULL, "unlisted table leaked: %s", lines[i]);
+        ck_assert_msg(strstr(lines[i], "\"snapshot\":\"false\"") != NULL, "%s", lines[i]);
+    }
+    h_free_lines(lines, n);
+    stop_pgfan(pid);
+    env_free(&e);
+}
+END_TEST
+
+/* Shared by the crash and clean-stop tests: 3000 single-row inserts plus an
+ * update of every third row, each in its own transaction, sent without
+ * waiting so pgfan is stopped mid-stream. */
+static const char workload_sql[] =
+    "DO $$ BEGIN FOR i IN 1..3000 LOOP "
+    "  INSERT INTO orders VALUES (i, 0); "
+    "  IF i % 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
+    "  COMMIT; "
+    "END LOOP; END $$";
+
+typedef struct LinesWait {
+    const char *path;
+    size_t n;
+} LinesWait;
+
+static bool has_lines(void *arg)
+{
+    LinesWait *w = arg;
+    return h_count_lines(w->path) >= w->n;
+}
+
+static PGconn *start_workload(const char *db)
+{
+    PGconn *w = h_pg_connect(db);
+    ck_assert_int_eq(PQsendQuery(w, workload_sql), 1);
+    return w;
+}
+
+static void finish_workload(PGconn *w)
+{
+    PGresult *res;
+
+    while ((res = PQgetResult(w)) != NULL) {
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "workload failed: %s",
+                      PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    PQfinish(w);
+}
+
+typedef struct Seen {
+    uint64_t commit_lsn;
+    uint64_t lsn;
+} Seen;
+
+static int seen_cmp(const void *a, const void *b)
+{
+    const Seen *x = a, *y = b;
+    if (x->commit_lsn != y->commit_lsn)
+        return x->commit_lsn < y->commit_lsn ? -1 : 1;
+    if (x->lsn != y->lsn)
+        return x->lsn < y->lsn ? -1 : 1;
+    return 0;
+}
+
+/*
+ * Checks the workload's output: every insert and update at least once,
+ * every line whole, and every duplicate after `confirmed_before` (the
+ * position confirmed when pgfan was stopped). Returns the duplicate count.
+ */
+static size_t check_workload_output(const char *path, Lsn confirmed_before)
+{
+    size_t n, dups = 0;
+    char **lines = h_read_lines(path, &n);
+    bool *inserted = calloc(3001, sizeof(bool));
+    bool *updated = calloc(3001, sizeof(bool));
+    Seen *seen = calloc(n ? n : 1, sizeof *seen);
+
+    for (size_t i = 0; i < n; i++) {
+        const char *l = lines[i];
+        size_t len = strlen(l);
+        uint64_t id;
+
+        ck_assert_msg(len > 2 && l[0] == '{' && l[len - 1] == '}', "torn line %zu: %s", i, l);
+        seen[i].commit_lsn = json_u64(l, "commit_lsn");
+        seen[i].lsn = json_u64(l, "lsn");
+        id = json_u64(strstr(l, "\"after\":"), "id");
+        ck_assert(id >= 1 && id <= 3000);
+        if (strstr(l, "\"op\":\"c\""))
+            inserted[id] = true;
+        else if (strstr(l, "\"op\":\"u\""))
+            updated[id] = true;
+    }
+    for (uint64_t id = 1; id <= 3000; id++) {
+        ck_assert_msg(inserted[id], "insert of id %llu lost", (unsigned long long)id);
+        if (id % 3 == 2)
+            ck_assert_msg(updated[id], "update of id %llu lost", (unsigned long long)id);
+    }
+    qsort(seen, n, sizeof *seen, seen_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (seen_cmp(&seen[i - 1], &seen[i]) == 0) {
+            dups++;
+            ck_assert_msg(seen[i].commit_lsn > confirmed_before,
+                          "duplicate of a change confirmed before the stop (commit %llx <= %llx)",
+                          (unsigned long long)seen[i].commit_lsn,
+                          (unsigned long long)confirmed_before);
+        }
+    }
+    free(inserted);
+    free(updated);
+    free(seen);
+    h_free_lines(lines, n);
+    return dups;
+}
+
+typedef struct InactiveWait {
+    PGconn *conn;
+    const char *slot;
+} InactiveWait;
+
+static bool slot_inactive(void *arg)
+{
+    InactiveWait *w = arg;
+    return !h_slot_active(w->conn, w->slot);
+}
+
+START_TEST(test_kill9_at_least_once)
+{
+    Env e = env_new("e2e_kill", "CREATE TABLE orders(id bigint PRIMARY KEY, v int)",
+                    "public.orders", NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+    LinesWait lw = {e.out, 600};
+    InactiveWait iw = {e.conn, e.slot};
+    PGconn *w;
+    Lsn confirmed;
+    size_t dups;
+
+    wait_log(e.log, "streaming from slot");
+    w = start_workload(e.db);
+    ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
+    h_kill(pid, SIGKILL);
+    h_wait_exit(pid, WAIT_MS);
+    ck_assert(h_wait_until(slot_inactive, &iw, WAIT_MS));
+    confirmed = h_slot_confirmed_lsn(e.conn, e.slot);
+
+    pid = start_pgfan(&e, NULL);
+    finish_workload(w);
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    dups = check_workload_output(e.out, confirmed);
+    fprintf(stderr, "kill -9: %zu lines, %zu duplicates, all after the confirmed position\n",
+            h_count_lines(e.out), dups);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_sigterm_no_duplicates)
+{
+    Env e = env_new("e2e_term", "CREATE TABLE orders(id bigint PRIMARY KEY, v int)",
+                    "public.orders", NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+    LinesWait lw = {e.out, 600};
+    PGconn *w;
+    size_t dups;
+
+    wait_log(e.log, "streaming from slot");
+    w = start_workload(e.db);
+    ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
+    stop_pgfan(pid);
+    ck_assert(h_file_contains(e.log, "stopped cleanly"));
+
+    pid = start_pgfan(&e, NULL);
+    finish_workload(w);
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    dups = check_workload_output(e.out, UINT64_MAX);
+    ck_assert_uint_eq(dups, 0);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_idle_slot_advances)
+{
+    Env e = env_new("e2e_idle",
+                    "CREATE TABLE orders(id bigint PRIMARY KEY);"
+                    "CREATE TABLE other(id serial PRIMARY KEY, note text)",
+                    "public.orders", NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+    PGconn *pg = h_pg_connect("postgres");
+
+    wait_log(e.log, "streaming from slot");
+    /* WAL of another database only: reaches pgfan as keepalives. */
+    h_sql(pg, "CREATE TABLE IF NOT EXISTS idle_noise(v int); INSERT INTO idle_noise VALUES (1)");
+    wait_confirmed_current(&e);
+    /* Filtered transactions of this database: empty BEGIN/COMMIT pairs. */
+    h_sql(e.conn, "INSERT INTO other(note) SELECT 'x' FROM generate_series(1, 50)");
+    wait_confirmed_current(&e);
+    ck_assert_uint_eq(h_count_lines(e.out), 0);
+    PQfinish(pg);
+    stop_pgfan(pid);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_unknown_table_is_config_error)
+{
+    Env e = env_new("e2e_unknown", "CREATE TABLE orders(id bigint PRIMARY KEY)",
+                    "public.orders, public.nope", NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
+    ck_assert(h_file_contains(e.log, "could not find table public.nope listed in [source] "
+                                     "tables in database \"e2e_unknown\""));
+    ck_assert(h_file_contains(e.log, "HINT: create the table"));
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_refused_plugin)
+{
+    Env e = env_new("e2e_refused", "CREATE TABLE orders(id bigint PRIMARY KEY)", "public.orders",
+                    NULL);
+    Buf cfg = BUF_INIT;
+    char *dsn = h_dsn(e.db);
+    pid_t pid;
+
+    /* A server that does not allow wal2json, for this session only. */
+    buf_printf(&cfg, "[source]\ndsn = %s options='-c output_plugin_libraries=pgoutput'\n"
+                     "slot = e2e_refused\ntables = public.orders\n[status]\nsocket = %s/s.sock\n"
+                     "[sink.file]\npath = %s/out.ndjson\n",
+               dsn, e.dir, e.dir);
+    h_write_file(e.config, "%s", cfg.data);
+    pid = start_pgfan(&e, NULL);
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 1);
+    ck_assert(h_file_contains(e.log, "PostgreSQL refuses wal2json as an output plugin"));
+    ck_assert(h_file_contains(e.log, "HINT: add wal2json to output_plugin_libraries"));
+    buf_free(&cfg);
+    free(dsn);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_replica_identity_warning_and_odd_names)
+{
+    Env e = env_new("e2e_names",
+                    "CREATE TABLE nopk(v int);"
+                    "CREATE TABLE \"we'ird, na.me\"(id int PRIMARY KEY, v text)",
+                    "public.nopk, \"public\".\"we'ird, na.me\"", NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+    char **lines;
+    size_t n;
+
+    wait_log(e.log, "streaming from slot");
+    ck_assert(h_file_contains(e.log, "table public.nopk has no usable replica identity"));
+    ck_assert(h_file_contains(e.log, "HINT: ALTER TABLE public.nopk REPLICA IDENTITY FULL"));
+    h_sql(e.conn, "INSERT INTO \"we'ird, na.me\" VALUES (1, 'a'); INSERT INTO nopk VALUES (5)");
+    wait_confirmed_current(&e);
+    lines = h_read_lines(e.out, &n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"table\":\"we'ird, na.me\""));
+    ck_assert_ptr_nonnull(strstr(lines[1], "\"after\":{\"v\":5}"));
+    h_free_lines(lines, n);
+    stop_pgfan(pid);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_standby_takes_over_busy_slot)
+{
+    Env e = env_new("e2e_ha", "CREATE TABLE orders(id bigint PRIMARY KEY)", "public.orders", NULL);
+    char *dir2 = h_tmpdir();
+    char *cfg2 = h_write_config(dir2, e.db, e.slot, "public.orders", "");
+    Buf log2 = BUF_INIT, out2 = BUF_INIT;
+    const char *argv2[] = {h_pgfan_bin(), "run", "-c", cfg2, NULL};
+    pid_t active = start_pgfan(&e, NULL);
+    pid_t standby;
+
+    buf_printf(&log2, "%s/pgfan.log", dir2);
+    buf_printf(&out2, "%s/out.ndjson", dir2);
+    wait_log(e.log, "streaming from slot");
+    standby = h_spawn(argv2, log2.data);
+    wait_log(log2.data, "is held by another consumer");
+
+    stop_pgfan(active);
+    wait_log(log2.data, "streaming from slot");
+    h_sql(e.conn, "INSERT INTO orders VALUES (77)");
+    wait_confirmed_current(&e);
+    ck_assert(h_file_contains(out2.data, "\"after\":{\"id\":77}"));
+    stop_pgfan(standby);
+    h_rm_rf(dir2);
+    free(dir2);
+    free(cfg2);
+    buf_free(&log2);
+    buf_free(&out2);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(test_status_command)
+{
+    Env e = env_new("e2e_status", "CREATE TABLE orders(id bigint PRIMARY KEY)", "public.orders",
+                    NULL);
+    pid_t pid = start_pgfan(&e, NULL);
+    Buf sock = BUF_INIT, json = BUF_INIT, table = BUF_INIT;
+    pid_t st;
+
+    buf_printf(&sock, "%s/status.sock", e.dir);
+    buf_printf(&json, "%s/status.json", e.dir);
+    buf_printf(&table, "%s/status.txt", e.dir);
+    wait_log(e.log, "streaming from slot");
+    h_sql(e.conn, "INSERT INTO orders VALUES (1)");
+    wait_confirmed_current(&e);
+    {
+        const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, "--json", NULL};
+        st = h_spawn(argv, json.data);
+        ck_assert_int_eq(h_wait_exit(st, WAIT_MS), 0);
+    }
+    {
+        const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, NULL};
+        st = h_spawn(argv, table.data);
+        ck_assert_int_eq(h_wait_exit(st, WAIT_MS), 0);
+    }
+    ck_assert(h_file_contains(json.data, "\"state\":\"streaming\""));
+    ck_assert(h_file_contains(json.data, "\"slot\":\"e2e_status\""));
+    ck_assert(h_file_contains(json.data, "\"database\":\"e2e_status\""));
+    ck_assert(h_file_contains(json.data, "\"name\":\"file\""));
+    ck_assert(h_file_contains(json.data, "\"events\":1"));
+    ck_assert(h_file_contains(table.data, "streaming"));
+    ck_assert(h_file_contains(table.data, "SINK"));
+    stop_pgfan(pid);
+    /* The socket is gone with the daemon: exit 2. */
+    {
+        const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, NULL};
+        st = h_spawn(argv, table.data);
+        ck_assert_int_eq(h_wait_exit(st, WAIT_MS), 2);
+    }
+    buf_free(&sock);
+    buf_free(&json);
+    buf_free(&table);
+    env_free(&e);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("e2e");
+    TCase *tc = tcase_create("stream");
+    SRunner *sr;
+    int failed;
+
+    if (!getenv("PGFAN_TEST_PGPORT") || !getenv("PGFAN_TEST_BIN")) {
+        fprintf(stderr, "e2e: PGFAN_TEST_PGPORT and PGFAN_TEST_BIN must be set (run tests/run.sh)\n");
+        return 77; /* meson: skipped */
+    }
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_envelopes_three_tables);
+    tcase_add_test(tc, test_kill9_at_least_once);
+    tcase_add_test(tc, test_sigterm_no_duplicates);
+    tcase_add_test(tc, test_idle_slot_advances);
+    tcase_add_test(tc, test_unknown_table_is_config_error);
+    tcase_add_test(tc, test_refused_plugin);
+    tcase_add_test(tc, test_replica_identity_warning_and_odd_names);
+    tcase_add_test(tc, test_standby_takes_over_busy_slot);
+    tcase_add_test(tc, test_status_command);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
