@@ -40,11 +40,11 @@ typedef enum OptSecret {
 
 /* A parsed value; owns str and items. */
 typedef struct OptValue {
-    char *str;     /* OPT_STRING */
-    bool flag;     /* OPT_BOOL */
-    int64_t num;   /* OPT_INT, OPT_SIZE (bytes), OPT_DURATION (microseconds) */
-    int choice;    /* OPT_ENUM: index into OptDef.choices */
-    char **items;  /* OPT_LIST: trimmed elements, quotes kept */
+    char *str;    /* OPT_STRING */
+    bool flag;    /* OPT_BOOL */
+    int64_t num;  /* OPT_INT, OPT_SIZE (bytes), OPT_DURATION (microseconds) */
+    int choice;   /* OPT_ENUM: index into OptDef.choices */
+    char **items; /* OPT_LIST: trimmed elements, quotes kept */
     size_t n_items;
 } OptValue;
 
@@ -65,10 +65,10 @@ struct OptDef {
     const char *example;      /* value shown in the example config when def is NULL */
     bool required;
     OptSecret secret;
-    int64_t min, max;         /* numeric types: inclusive range (bytes, microseconds) */
-    const char *unit;         /* duration/size: unit of a bare number ("s", "ms", "B") */
+    int64_t min, max;           /* numeric types: inclusive range (bytes, microseconds) */
+    const char *unit;           /* duration/size: unit of a bare number ("s", "ms", "B") */
     const char *const *choices; /* OPT_ENUM: NULL-terminated, index = stored value */
-    size_t offset;            /* string/bool/int/size/duration: field in Config */
+    size_t offset;              /* string/bool/int/size/duration: field in Config */
     /* enum/list: stores the value; may refuse it (tables: bad name, duplicate). */
     bool (*set)(Config *cfg, const OptValue *v, OptCheck *why);
     /* enum/list: appends the effective value as it would be written in the file. */

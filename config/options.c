@@ -59,13 +59,16 @@ static void print_log_level(const Config *cfg, Buf *out)
 
 /* ---- the table ---- */
 
+/* One option per block reads better than one field per line. */
+// clang-format off
 const SectionDef config_sections[] = {
     {.name = "source", .desc = "the PostgreSQL database, slot and tables to capture"},
     {.name = "status", .desc = "the unix socket that `pgfan status` reads"},
     {.name = "log", .desc = "log lines on stderr"},
     {.name = "sink.file",
-     .desc = "NDJSON file sink, one change per line; enabled by this section (or any "
-             "PGFAN_SINK_FILE_* variable), and with defaults when no [sink.*] section is given",
+     .desc = "NDJSON file sink, one change per line. A sink is enabled by its section (or\n"
+             "a PGFAN_SINK_FILE_* variable); with no [sink.*] section at all, this one is\n"
+             "enabled with its defaults.",
      .is_sink = true,
      .default_sink = true,
      .enabled_offset = offsetof(Config, file.enabled)},
@@ -76,26 +79,25 @@ const OptDef config_options[] = {
     {.section = "source", .key = "dsn", .type = OPT_STRING, .required = true,
      .secret = SECRET_CONNINFO, .offset = offsetof(Config, source.dsn),
      .example = "host=127.0.0.1 port=5432 dbname=shop user=pgfan",
-     .desc = "libpq connection string or postgresql:// URI (its password is never printed)"},
+     .desc = "libpq connection string or postgresql:// URI; its password is never printed"},
     {.section = "source", .key = "slot", .type = OPT_STRING, .def = "pgfan",
      .offset = offsetof(Config, source.slot), .validate = config_validate_slot,
-     .desc = "logical replication slot, created when missing (1-63 characters of a-z, 0-9, _)"},
+     .desc = "replication slot, created when missing: 1-63 characters of a-z, 0-9, _"},
     {.section = "source", .key = "name", .type = OPT_STRING, .default_from = "slot",
      .offset = offsetof(Config, source.name),
-     .desc = "logical server name in events (source.name)"},
+     .desc = "server name in events (source.name)"},
     {.section = "source", .key = "tables", .type = OPT_LIST, .required = true,
      .set = config_set_tables, .print = config_print_tables,
      .example = "public.orders, public.customers, public.stores",
-     .desc = "tables to capture, comma-separated schema.table (no schema: public; "
-             "\"double quote\" names with dots, commas, spaces or capitals)"},
+     .desc = "tables to capture: schema.table, ... (no schema: public; \"quote\" odd names)"},
     {.section = "source", .key = "snapshot", .type = OPT_ENUM, .def = "never",
      .choices = snapshot_choices, .set = set_snapshot, .print = print_snapshot,
      .validate = config_validate_snapshot,
-     .desc = "never: stream changes from the slot only (initial is not available yet)"},
+     .desc = "never: stream changes only; initial is not available in this version"},
     {.section = "source", .key = "status_interval", .type = OPT_DURATION, .def = "10s",
      .min = 1 * US_S, .max = 60 * US_S, .unit = "s",
      .offset = offsetof(Config, source.status_interval),
-     .desc = "period of standby status updates to PostgreSQL"},
+     .desc = "how often standby status updates are sent to PostgreSQL"},
     {.section = "source", .key = "reconnect_min", .type = OPT_DURATION, .def = "1s",
      .min = 100 * US_MS, .max = 60 * US_S, .unit = "s",
      .offset = offsetof(Config, source.reconnect_min),
@@ -103,22 +105,22 @@ const OptDef config_options[] = {
     {.section = "source", .key = "reconnect_max", .type = OPT_DURATION, .def = "30s",
      .min = 1 * US_S, .max = 10 * US_MIN, .unit = "s",
      .offset = offsetof(Config, source.reconnect_max),
-     .desc = "longest wait between reconnection attempts (at least reconnect_min)"},
+     .desc = "longest wait between reconnection attempts, >= reconnect_min"},
     {.section = "source", .key = "max_inflight_transactions", .type = OPT_INT, .def = "100000",
      .min = 100, .max = 10000000, .offset = offsetof(Config, source.max_inflight_txns),
-     .desc = "transactions received but not yet durable in every sink before reading pauses"},
+     .desc = "transactions received but not yet durable everywhere; more pause reading"},
     {.section = "source", .key = "shutdown_timeout", .type = OPT_DURATION, .def = "60s",
      .min = 1 * US_S, .max = 1 * US_H, .unit = "s",
      .offset = offsetof(Config, source.shutdown_timeout),
-     .desc = "on SIGTERM, time allowed for sinks to drain before stopping"},
+     .desc = "on SIGTERM, time allowed for sinks to drain"},
 
     {.section = "status", .key = "socket", .type = OPT_STRING, .def = "/run/pgfan/status.sock",
      .offset = offsetof(Config, status.socket),
-     .desc = "unix socket path for `pgfan status`"},
+     .desc = "unix socket read by `pgfan status`"},
 
     {.section = "log", .key = "level", .type = OPT_ENUM, .def = "info",
      .choices = log_level_choices, .set = set_log_level, .print = print_log_level,
-     .desc = "lowest level logged: debug, info, warning or error"},
+     .desc = "lowest level logged"},
 
     {.section = "sink.file", .key = "path", .type = OPT_STRING, .def = "changes.ndjson",
      .offset = offsetof(Config, file.path),
@@ -126,7 +128,7 @@ const OptDef config_options[] = {
     {.section = "sink.file", .key = "fsync_interval", .type = OPT_DURATION, .def = "100ms",
      .min = 0, .max = 10 * US_S, .unit = "ms",
      .offset = offsetof(Config, file.fsync_interval),
-     .desc = "how often written changes are fsynced and confirmed (0: after every write)"},
+     .desc = "how often writes are fsynced and confirmed; 0: after every write"},
     {.section = "sink.file", .key = "max_buffer", .type = OPT_SIZE, .def = "8MB",
      .min = 64 * KB, .max = 1 * GB, .unit = "B",
      .offset = offsetof(Config, file.max_buffer_bytes),
@@ -139,6 +141,7 @@ const OptOrder config_orders[] = {
     {.section = "source", .low = "reconnect_min", .high = "reconnect_max"},
 };
 const size_t config_n_orders = sizeof config_orders / sizeof config_orders[0];
+// clang-format on
 
 const SectionDef *config_find_section(const char *name)
 {
@@ -377,6 +380,16 @@ void opt_format_number(const OptDef *def, int64_t v, Buf *out)
         buf_printf(out, "0%s", def->unit);
         return;
     }
+    /*
+     * Small numbers stay in the option's own unit (60s, not 1min, when the
+     * option counts seconds); others take the largest exact unit (10min).
+     */
+    for (const Unit *u = units; u->name; u++) {
+        if (strcmp(u->name, def->unit) == 0 && v % u->mult == 0 && v / u->mult < 100) {
+            buf_printf(out, "%lld%s", (long long)(v / u->mult), u->name);
+            return;
+        }
+    }
     for (const Unit *u = units; u->name; u++) {
         if (v % u->mult == 0) {
             buf_printf(out, "%lld%s", (long long)(v / u->mult), u->name);
@@ -453,9 +466,11 @@ void opt_print(const OptDef *def, const Config *cfg, Buf *out)
         buf_append_str(out, *(const bool *)(const void *)field ? "true" : "false");
         return;
     case OPT_INT:
-    case OPT_SIZE:
-        opt_format_number(def, (int64_t) * (const size_t *)(const void *)field, out);
+    case OPT_SIZE: {
+        size_t n = *(const size_t *)(const void *)field;
+        opt_format_number(def, (int64_t)n, out);
         return;
+    }
     case OPT_DURATION:
         opt_format_number(def, *(const TimeUs *)(const void *)field, out);
         return;
@@ -502,13 +517,13 @@ void config_print(const Config *cfg, FILE *out)
     Buf b = BUF_INIT;
 
     buf_printf(&b, "; pgfan effective configuration from %s%s\n",
-               cfg->path ? cfg->path : "(no file)",
-               ", PGFAN_* environment overrides and defaults");
+               cfg->path ? cfg->path : "(no file)", ", PGFAN_* environment overrides and defaults");
     buf_append_str(&b, "; secrets are shown as *****\n");
     for (size_t s = 0; s < config_n_sections; s++) {
         const SectionDef *sec = &config_sections[s];
 
-        if (sec->is_sink && !*(const bool *)(const void *)((const char *)cfg + sec->enabled_offset)) {
+        if (sec->is_sink &&
+            !*(const bool *)(const void *)((const char *)cfg + sec->enabled_offset)) {
             buf_printf(&b, "\n; [%s] is not enabled\n", sec->name);
             continue;
         }
@@ -653,16 +668,24 @@ char *config_redact_dsn(const char *dsn)
 
 /* ---- example config ---- */
 
-static void append_range(const OptDef *def, Buf *b)
+/* " (required)", " (1s..1min)", " (never | initial)": the row's limits. */
+static void append_limits(const OptDef *def, Buf *b)
 {
-    if (def->type == OPT_ENUM) {
-        buf_append_str(b, "; one of: ");
-        append_choices(b, def->choices);
+    if (def->required) {
+        buf_append_str(b, " (required)");
+    } else if (def->default_from) {
+        buf_printf(b, " (default: same as %s)", def->default_from);
+    } else if (def->type == OPT_ENUM) {
+        buf_append_str(b, " (");
+        for (size_t i = 0; def->choices[i]; i++)
+            buf_printf(b, "%s%s", i ? " | " : "", def->choices[i]);
+        buf_append_str(b, ")");
     } else if (def->min != 0 || def->max != 0) {
-        buf_append_str(b, "; ");
+        buf_append_str(b, " (");
         opt_format_number(def, def->min, b);
-        buf_append_str(b, " to ");
+        buf_append_str(b, "..");
         opt_format_number(def, def->max, b);
+        buf_append_str(b, ")");
     }
 }
 
@@ -686,18 +709,17 @@ void config_write_example(FILE *out)
     for (size_t s = 0; s < config_n_sections; s++) {
         const SectionDef *sec = &config_sections[s];
 
-        buf_printf(&b, "\n; %s\n[%s]\n", sec->desc, sec->name);
+        buf_append_str(&b, "\n; ");
+        for (const char *p = sec->desc; *p; p++)
+            buf_append_str(&b, *p == '\n' ? "\n; " : (char[2]){*p, '\0'});
+        buf_printf(&b, "\n[%s]\n", sec->name);
         for (size_t i = 0; i < config_n_options; i++) {
             const OptDef *def = &config_options[i];
 
             if (strcmp(def->section, sec->name) != 0)
                 continue;
             buf_printf(&b, "; %s", def->desc);
-            if (def->required)
-                buf_append_str(&b, "; required");
-            if (def->default_from)
-                buf_printf(&b, "; default: the value of %s", def->default_from);
-            append_range(def, &b);
+            append_limits(def, &b);
             buf_append_char(&b, '\n');
             if (def->default_from) {
                 const OptDef *from = config_find_option(def->section, def->default_from);

@@ -19,11 +19,11 @@
 /* ---- problems ---- */
 
 struct Problem {
-    int order;   /* 0: a file line, 1: the file as a whole, 2: the environment */
+    int order; /* 0: a file line, 1: the file as a whole, 2: the environment */
     int line;
-    size_t seq;  /* discovery order, to keep the sort stable */
-    char *text;  /* "<where>: <message>" */
-    char *hint;  /* NULL when no fix is known */
+    size_t seq; /* discovery order, to keep the sort stable */
+    char *text; /* "<where>: <message>" */
+    char *hint; /* NULL when no fix is known */
 };
 
 void problems_init(Problems *ps, const char *path)
@@ -256,8 +256,7 @@ bool config_validate_snapshot(const OptValue *v, OptCheck *why)
 {
     if (v->choice == 0) /* never */
         return true;
-    snprintf(why->why, sizeof why->why,
-             "the initial snapshot is not available in this version");
+    snprintf(why->why, sizeof why->why, "the initial snapshot is not available in this version");
     snprintf(why->hint, sizeof why->hint,
              "use `snapshot = never` and load the existing rows separately (for example with "
              "COPY) before starting pgfan");

@@ -168,6 +168,15 @@ bool envelope_append(Buf *out, const Change *change, const SourceInfo *source, T
     buf_append_json_string(out, change->table.ptr, change->table.len);
     APPEND_LIT(out, ",\"lsn\":");
     buf_append_u64(out, change->lsn);
+    /* pgfan's addition: the end of the transaction's commit record, the
+     * position confirmed to PostgreSQL. Consumers de-duplicate replays with
+     * (commit_lsn, lsn); a replay never carries a commit_lsn at or below the
+     * confirmed position. */
+    APPEND_LIT(out, ",\"commit_lsn\":");
+    if (change->end_lsn != LSN_INVALID)
+        buf_append_u64(out, change->end_lsn);
+    else
+        APPEND_LIT(out, "null");
     APPEND_LIT(out, ",\"txId\":");
     if (change->has_xid)
         buf_append_u64(out, change->xid);

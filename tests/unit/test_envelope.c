@@ -63,9 +63,9 @@ static const SourceInfo shop = {"shop", "7300000000000000000", "pgfan", "shop"};
 #define SOURCE_JSON                                                                              \
     "\"source\":{\"version\":\"" PGFAN_VERSION "\",\"connector\":\"pgfan\",\"name\":\"shop\","  \
     "\"db\":\"shop\",\"schema\":\"public\",\"table\":\"orders\",\"lsn\":351232112,"              \
-    "\"txId\":4896,\"ts_ms\":1763632800000,\"snapshot\":\"false\"}"
+    "\"commit_lsn\":351232200,\"txId\":4896,\"ts_ms\":1763632800000,\"snapshot\":\"false\"}"
 
-/* 2026-11-23T10:00:00.123456Z in Unix microseconds. */
+/* 2025-11-23T10:00:00.123456Z in Unix microseconds. */
 #define NOW_WALL INT64_C(1763892000123456)
 
 static Change orders_change(ChangeKind kind)
@@ -75,6 +75,7 @@ static Change orders_change(ChangeKind kind)
     memset(&c, 0, sizeof c);
     c.kind = kind;
     c.lsn = 351232112;
+    c.end_lsn = 351232200;
     c.has_xid = true;
     c.xid = 4896;
     c.has_commit_time = true;
@@ -318,12 +319,13 @@ START_TEST(test_null_xid_and_commit_time)
 
     c.has_xid = false;
     c.has_commit_time = false;
+    c.end_lsn = LSN_INVALID;
     c.lsn = UINT64_C(0xFFFFFFFFFFFFFFFF);
     ASSERT_ENVELOPE(&c, &shop,
                     "{\"before\":null,\"after\":null,\"source\":{\"version\":\"" PGFAN_VERSION
                     "\",\"connector\":\"pgfan\",\"name\":\"shop\",\"db\":\"shop\","
                     "\"schema\":\"public\",\"table\":\"orders\",\"lsn\":18446744073709551615,"
-                    "\"txId\":null,\"ts_ms\":null,\"snapshot\":\"false\"},\"op\":\"t\","
+                    "\"commit_lsn\":null,\"txId\":null,\"ts_ms\":null,\"snapshot\":\"false\"},\"op\":\"t\","
                     "\"ts_ms\":1763892000123}");
 }
 END_TEST
