@@ -47,6 +47,7 @@ DECLARE
     v_customer_hi bigint;
     v_idx int;
     v_store int;
+    v_currency char(3);
     v_order bigint;
     v_status text;
     v_new_status text;
@@ -105,6 +106,7 @@ BEGIN
                 -- are more likely), all starting as pending.
                 v_idx := 1 + floor(random() * random() * array_length(v_store_ids, 1))::int;
                 v_store := v_store_ids[v_idx];
+                v_currency := v_store_currencies[v_idx];
                 SELECT array_agg(id ORDER BY id), array_agg(price ORDER BY id)
                 INTO v_product_ids, v_prices
                 FROM products WHERE store_id = v_store;
@@ -128,7 +130,7 @@ BEGIN
                 INSERT INTO orders (store_id, customer_id, status, total_amount, currency, created_at, updated_at)
                 VALUES (v_store,
                         v_customer_lo + floor(random() * (v_customer_hi - v_customer_lo + 1))::bigint,
-                        'pending', v_total, v_store_currencies[array_position(v_store_ids, v_store)],
+                        'pending', v_total, v_currency,
                         now(), now())
                 RETURNING id INTO v_order;
                 INSERT INTO order_items (order_id, product_id, quantity, unit_price)

@@ -6,6 +6,8 @@
  * confirmed_flush_lsn. Nothing sleeps: every wait polls a condition under
  * a deadline (h_wait_until).
  */
+#include "../../common/buf.h"
+#include "../../common/mem.h"
 #include "../harness/harness.h"
 
 #include <check.h>
@@ -51,15 +53,7 @@ static Env env_new(const char *name, const char *schema_sql, const char *tables,
 
 static void env_free(Env *e)
 {
-    Buf sql = BUF_INIT;
-    PGresult *res;
-
-    /* Slots hold WAL: drop them (ignore failure, e.g. a test that never created one). */
-    buf_printf(&sql, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                     "WHERE NOT active AND slot_name = '%s'", e->slot);
-    res = PQexec(e->conn, sql.data);
-    PQclear(res);
-    buf_free(&sql);
+    h_drop_slot(e->conn, e->slot); /* slots hold WAL */
     PQfinish(e->conn);
     h_rm_rf(e->dir);
     free(e->dir);
@@ -197,7 +191,7 @@ START_TEST(test_envelopes_three_tables)
         ck_assert_msg(strstr(lines[i], "audit") == NULL, "unlisted table leaked: %s", lines[i]);
         ck_assert_msg(strstr(lines[i], "\"snapshot\":\"false\"") != NULL, "%s", lines[i]);
     }
-    h_free_lines(lines, n);
+    h_free_lines(lines);
     stop_pgfan(pid);
     env_free(&e);
 }
@@ -304,7 +298,7 @@ static size_t check_workload_output(const char *path, Lsn confirmed_before)
     free(inserted);
     free(updated);
     free(seen);
-    h_free_lines(lines, n);
+    h_free_lines(lines);
     return dups;
 }
 
@@ -454,7 +448,7 @@ START_TEST(test_replica_identity_warning_and_odd_names)
     ck_assert_uint_eq(n, 2);
     ck_assert_ptr_nonnull(strstr(lines[0], "\"table\":\"we'ird, na.me\""));
     ck_assert_ptr_nonnull(strstr(lines[1], "\"after\":{\"v\":5}"));
-    h_free_lines(lines, n);
+    h_free_lines(lines);
     stop_pgfan(pid);
     env_free(&e);
 }

@@ -1,0 +1,158 @@
+/*
+ * harness.h - helpers for pgfan's Check tests against a real PostgreSQL.
+ *
+ * The throwaway server comes from tests/harness/pg.sh (tests/run.sh starts
+ * it); the helpers find it through PGFAN_TEST_PGHOST / PGFAN_TEST_PGPORT /
+ * PGFAN_TEST_PGUSER and the daemon under test through PGFAN_TEST_BIN.
+ *
+ * Every helper either succeeds or fails the current test with ck_abort_msg
+ * and a message "h_<helper>: could not <verb> <object>: <cause>", so tests
+ * read as straight-line setup. They are meant for Check's fork mode (the
+ * default): each test runs in its own child, and the harness keeps no global
+ * state, so nothing leaks between tests or back to the runner.
+ *
+ * Ownership: every returned char * (and char ** from h_read_lines) is
+ * malloc'd and owned by the caller (free(), h_free_lines()); a PGconn from
+ * h_pg_connect is closed with PQfinish(). h_pgfan_bin() returns a borrowed
+ * pointer into the environment. Under the sanitizer build a test that
+ * leaks fails, so free what you take (also on the way to a ck_assert that
+ * may fail, where practical).
+ *
+ * Time: h_wait_until is the only place that sleeps, and only to pace
+ * polling under a deadline. It reads CLOCK_MONOTONIC directly, not
+ * common/clock.h, so it measures real time even when a test fakes pgfan's
+ * clock.
+ */
+#ifndef PGFAN_TEST_HARNESS_H
+#define PGFAN_TEST_HARNESS_H
+
+#include "../../common/lsn.h"
+
+#include <libpq-fe.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* --- PostgreSQL -------------------------------------------------------- */
+
+/*
+ * Connects to dbname (NULL: "postgres") on the test server. Notices
+ * (e.g. "does not exist, skipping") are discarded.
+ */
+PGconn *h_pg_connect(const char *dbname);
+
+/* Runs SQL (several statements allowed); fails the test with the SQL and
+ * the server's message on any error. */
+void h_sql(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Runs a query and returns the first column of its first row, malloc'd,
+ * or NULL when that value is SQL NULL. Fails the test when the query fails
+ * or returns no row or no column.
+ */
+char *h_sql_value(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Drops database name if it exists (first terminating its sessions and
+ * dropping its replication slots, which would block DROP DATABASE), then
+ * creates it empty. Test files running in parallel must use distinct names.
+ */
+void h_create_db(const char *name);
+
+/* A libpq conninfo for pgfan's [source] dsn, to dbname on the test server. */
+char *h_dsn(const char *dbname);
+
+/* --- waiting ------------------------------------------------------------ */
+
+/*
+ * Calls pred(arg) until it returns true (returns true) or timeout_ms have
+ * passed (returns false after one last call), every 20 ms.
+ */
+bool h_wait_until(bool (*pred)(void *arg), void *arg, int timeout_ms);
+
+/* --- processes ---------------------------------------------------------- */
+
+/*
+ * Starts argv[0] (searched in PATH when it has no '/') with argv, in a new
+ * process group, stdin from /dev/null, stdout and stderr appended to
+ * stderr_path (NULL: /dev/null). If exec fails the child writes why to
+ * stderr_path and exits 127. Returns the child's pid.
+ */
+pid_t h_spawn(const char *const argv[], const char *stderr_path);
+
+/*
+ * Waits up to timeout_ms for pid (a child from h_spawn) to exit and reaps
+ * it. Returns its exit code, 128 + N when killed by signal N (like a shell),
+ * or -1 on timeout (the child is left running).
+ */
+int h_wait_exit(pid_t pid, int timeout_ms);
+
+/* Sends sig to pid's process group (h_spawn made one). A process that is
+ * already gone is not an error. */
+void h_kill(pid_t pid, int sig);
+
+/* The pgfan binary under test: $PGFAN_TEST_BIN (borrowed). */
+const char *h_pgfan_bin(void);
+
+/* --- files -------------------------------------------------------------- */
+
+/* A new empty directory /tmp/pgfan-test.XXXXXX (short enough for unix
+ * socket paths inside it). Remove with h_rm_rf. */
+char *h_tmpdir(void);
+
+/* Removes path and everything below it; a missing path is not an error.
+ * Only paths under /tmp/ are accepted. */
+void h_rm_rf(const char *path);
+
+/* Creates or truncates path with the formatted text. */
+void h_write_file(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Whole file, NUL-terminated (binary-safe: *len is the size; len may be
+ * NULL). Fails the test if the file cannot be read. */
+char *h_read_file(const char *path, size_t *len);
+
+/*
+ * Complete lines ('\n'-terminated) of path. A last line without '\n' is one
+ * still being written and is not counted. A missing file counts as empty,
+ * so these can be polled while a process creates the file.
+ */
+size_t h_count_lines(const char *path);
+bool h_file_contains(const char *path, const char *needle);
+
+/* The complete lines of path, without their '\n', in a NULL-terminated
+ * array; *n (may be NULL) is their count. Fails the test if path cannot be
+ * read. Free with h_free_lines. */
+char **h_read_lines(const char *path, size_t *n);
+void h_free_lines(char **lines);
+
+/* --- replication slots -------------------------------------------------- */
+
+/* confirmed_flush_lsn of slot, LSN_INVALID when the slot does not exist. */
+Lsn h_slot_confirmed_lsn(PGconn *conn, const char *slot);
+
+/* Whether a walsender is streaming from slot (false when it does not exist). */
+bool h_slot_active(PGconn *conn, const char *slot);
+
+/* pg_current_wal_lsn(). */
+Lsn h_current_wal_lsn(PGconn *conn);
+
+/* Terminates the walsender using slot, if any, and drops it, if it exists. */
+void h_drop_slot(PGconn *conn, const char *slot);
+
+/* --- pgfan configuration ------------------------------------------------ */
+
+/*
+ * Writes DIR/pgfan.conf for a pgfan run against the test server:
+ *   [source]    dsn = h_dsn(dbname), slot = slot, tables = tables
+ *   [status]    socket = DIR/status.sock
+ *   [log]       level = debug
+ *   [sink.file] path = DIR/out.ndjson
+ * followed by extra verbatim (NULL: nothing; it may open further sections).
+ * slot or tables NULL leave that key out (pgfan's default applies).
+ * Returns the file's path.
+ */
+char *h_write_config(const char *dir, const char *dbname, const char *slot, const char *tables,
+                     const char *extra);
+
+#endif
