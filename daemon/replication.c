@@ -88,6 +88,7 @@ struct Replication {
     bool has_error;
     char system_id[32];
     char *session_options; /* the dsn's own options, then the settings pgfan pins */
+    PGresult *pending;     /* start-up: result of the running command so far */
 };
 
 static void on_socket(void *arg, int fd, unsigned events);
@@ -138,6 +139,8 @@ static void close_connection(Replication *r)
         loop_unwatch(r->loop, r->fd);
         r->fd = -1;
     }
+    PQclear(r->pending);
+    r->pending = NULL;
     if (r->conn) {
         PQfinish(r->conn);
         r->conn = NULL;
@@ -209,11 +212,13 @@ static void result_error(Replication *r, const PGresult *res, const char *what, 
     char msg[ERR_MSG_SIZE];
 
     *busy_slot = false;
-    copy_trimmed(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn));
+    /* The primary message only: one line; the server's own HINT is replaced by ours. */
+    if (res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
+        copy_trimmed(msg, sizeof msg, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else
+        copy_trimmed(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn));
     if (!msg[0])
         snprintf(msg, sizeof msg, "connection lost");
-    if (strncmp(msg, "ERROR:  ", 8) == 0)
-        memmove(msg, msg + 8, strlen(msg + 8) + 1);
 
     if (sqlstate && strcmp(sqlstate, "55006") == 0) {
         *busy_slot = true;
@@ -402,15 +407,33 @@ static void send_check_tables(Replication *r)
     buf_free(&sql);
 }
 
-static char *quoted_table(Replication *r, const char *schema, const char *table)
+/* Appends an SQL identifier, quoted only when it has to be (for hints people copy). */
+static void append_sql_ident(Buf *b, const char *name)
 {
-    char *s = PQescapeIdentifier(r->conn, schema, strlen(schema));
-    char *t = PQescapeIdentifier(r->conn, table, strlen(table));
+    bool plain = (*name >= 'a' && *name <= 'z') || *name == '_';
+
+    for (const char *c = name; *c && plain; c++)
+        plain = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
+    if (plain) {
+        buf_append_str(b, name);
+        return;
+    }
+    buf_append_char(b, '"');
+    for (const char *c = name; *c; c++) {
+        if (*c == '"')
+            buf_append_char(b, '"');
+        buf_append_char(b, *c);
+    }
+    buf_append_char(b, '"');
+}
+
+static char *quoted_table(const char *schema, const char *table)
+{
     Buf b = BUF_INIT;
 
-    buf_printf(&b, "%s.%s", s ? s : schema, t ? t : table);
-    PQfreemem(s);
-    PQfreemem(t);
+    append_sql_ident(&b, schema);
+    buf_append_char(&b, '.');
+    append_sql_ident(&b, table);
     return b.data;
 }
 
@@ -432,7 +455,7 @@ static bool check_tables(Replication *r, const PGresult *res, PfError *err)
             continue;
         }
         if (ident[0] == 'n' || (ident[0] == 'd' && !has_pk)) {
-            qname = quoted_table(r, schema, table);
+            qname = quoted_table(schema, table);
             log_warning(COMPONENT,
                         "table %s has no usable replica identity (%s): PostgreSQL will not "
                         "stream its UPDATEs and DELETEs",
@@ -632,11 +655,14 @@ static void handle_result(Replication *r, PGresult *res)
     }
 }
 
-/* Reads command results; called when the socket is readable during start-up. */
+/*
+ * Reads command results; called when the socket is readable during start-up.
+ * A command is complete when PQgetResult returns NULL, which may take
+ * several wake-ups: the result seen so far is kept in r->pending (the first
+ * error wins over anything after it).
+ */
 static void read_results(Replication *r)
 {
-    PGresult *res;
-    PGresult *last = NULL;
     PfError err;
     char buf[ERR_MSG_SIZE];
 
@@ -647,33 +673,31 @@ static void read_results(Replication *r)
         return;
     }
     while (!PQisBusy(r->conn)) {
-        res = PQgetResult(r->conn);
-        if (!res)
-            break;
+        PGresult *res = PQgetResult(r->conn);
+
+        if (!res) {
+            PGresult *done = r->pending;
+            r->pending = NULL;
+            if (done) {
+                handle_result(r, done);
+                PQclear(done);
+            }
+            return;
+        }
         if (PQresultStatus(res) == PGRES_COPY_BOTH) {
-            PQclear(last);
+            /* START_REPLICATION succeeded: no NULL follows until the COPY ends. */
+            PQclear(r->pending);
+            r->pending = NULL;
             handle_result(r, res);
             PQclear(res);
             return;
         }
-        /* Keep the last result: an error result may be followed by others. */
-        if (last && PQresultStatus(last) == PGRES_FATAL_ERROR) {
+        if (r->pending && PQresultStatus(r->pending) == PGRES_FATAL_ERROR) {
             PQclear(res);
-            continue;
+        } else {
+            PQclear(r->pending);
+            r->pending = res;
         }
-        PQclear(last);
-        last = res;
-    }
-    if (PQisBusy(r->conn)) {
-        PQclear(last);
-        /* Not complete yet. */
-        if (last)
-            log_debug(COMPONENT, "partial results");
-        return;
-    }
-    if (last) {
-        handle_result(r, last);
-        PQclear(last);
     }
 }
 

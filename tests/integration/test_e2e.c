@@ -104,10 +104,22 @@ static bool slot_reached(void *arg)
     return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
 }
 
+/* The end of all WAL inserted so far: with synchronous_commit off (the test
+ * server's setting) pg_current_wal_lsn() can lag behind a commit just made. */
+static Lsn wal_insert_lsn(PGconn *conn)
+{
+    char *text = h_sql_value(conn, "SELECT pg_current_wal_insert_lsn()");
+    Lsn lsn = LSN_INVALID;
+
+    ck_assert(text && lsn_parse(text, strlen(text), &lsn));
+    free(text);
+    return lsn;
+}
+
 /* Waits until the slot confirmed everything written so far. */
 static void wait_confirmed_current(Env *e)
 {
-    SlotWait w = {e->conn, e->slot, h_current_wal_lsn(e->conn)};
+    SlotWait w = {e->conn, e->slot, wal_insert_lsn(e->conn)};
     char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
 
     if (!h_wait_until(slot_reached, &w, WAIT_MS)) {
