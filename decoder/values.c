@@ -16,35 +16,40 @@
 
 typedef struct TypeName {
     const char *name;
+    size_t len;
     TypeClass cls;
 } TypeName;
 
+/* clang-format off */
+#define TN(name, cls) {name, sizeof name - 1, cls}
+/* clang-format on */
+
 /* Names exactly as format_type() prints them, typmods removed. */
 static const TypeName type_names[] = {
-    {"bigint", TYPE_INT},
-    {"integer", TYPE_INT},
-    {"smallint", TYPE_INT},
-    {"oid", TYPE_INT},
-    {"real", TYPE_FLOAT},
-    {"double precision", TYPE_FLOAT},
-    {"numeric", TYPE_NUMERIC},
-    {"text", TYPE_TEXT},
-    {"character varying", TYPE_TEXT},
-    {"character", TYPE_TEXT},
-    {"name", TYPE_TEXT},
-    {"citext", TYPE_TEXT},
-    {"\"char\"", TYPE_TEXT},
-    {"timestamp with time zone", TYPE_TIMESTAMPTZ},
-    {"timestamp without time zone", TYPE_TIMESTAMP},
-    {"date", TYPE_DATE},
-    {"time without time zone", TYPE_TIME},
-    {"time with time zone", TYPE_TIME},
-    {"interval", TYPE_INTERVAL},
-    {"uuid", TYPE_UUID},
-    {"json", TYPE_JSON},
-    {"jsonb", TYPE_JSON},
-    {"bytea", TYPE_BYTEA},
-    {"boolean", TYPE_BOOL},
+    TN("bigint", TYPE_INT),
+    TN("integer", TYPE_INT),
+    TN("smallint", TYPE_INT),
+    TN("oid", TYPE_INT),
+    TN("real", TYPE_FLOAT),
+    TN("double precision", TYPE_FLOAT),
+    TN("numeric", TYPE_NUMERIC),
+    TN("text", TYPE_TEXT),
+    TN("character varying", TYPE_TEXT),
+    TN("character", TYPE_TEXT),
+    TN("name", TYPE_TEXT),
+    TN("citext", TYPE_TEXT),
+    TN("\"char\"", TYPE_TEXT),
+    TN("timestamp with time zone", TYPE_TIMESTAMPTZ),
+    TN("timestamp without time zone", TYPE_TIMESTAMP),
+    TN("date", TYPE_DATE),
+    TN("time without time zone", TYPE_TIME),
+    TN("time with time zone", TYPE_TIME),
+    TN("interval", TYPE_INTERVAL),
+    TN("uuid", TYPE_UUID),
+    TN("json", TYPE_JSON),
+    TN("jsonb", TYPE_JSON),
+    TN("bytea", TYPE_BYTEA),
+    TN("boolean", TYPE_BOOL),
 };
 
 /* Longest name worth classifying; longer ones are user types. */
@@ -81,9 +86,7 @@ TypeClass value_type_class(Str type_name)
         return TYPE_ENUM_OR_OTHER;
 
     for (size_t i = 0; i < sizeof type_names / sizeof type_names[0]; i++) {
-        size_t len = strlen(type_names[i].name);
-
-        if (len == n && memcmp(base, type_names[i].name, n) == 0)
+        if (type_names[i].len == n && memcmp(base, type_names[i].name, n) == 0)
             return type_names[i].cls;
     }
     /* Intervals with fields: "interval year to month", "interval second(3)". */
@@ -99,8 +102,8 @@ TypeClass value_type_class(Str type_name)
 typedef struct TsParts {
     int64_t year;
     int month, day, hour, minute, second;
-    int32_t frac_us;   /* fraction scaled to microseconds */
-    size_t time_end;   /* where the offset (if any) starts in the text */
+    int32_t frac_us; /* fraction scaled to microseconds */
+    size_t time_end; /* where the offset (if any) starts in the text */
     bool has_offset;
     int offset_sign;   /* +1 or -1 */
     int offset_fields; /* 1: +HH, 2: +HH:MM, 3: +HH:MM:SS */
@@ -248,8 +251,8 @@ bool value_parse_timestamptz(Str text, TimeUs *out)
     if (!ts_parse(text, &p))
         return false;
     /* A text without an offset (timestamp without time zone) is taken as UTC. */
-    secs = days_from_civil(p.year, p.month, p.day) * 86400 + p.hour * 3600 + p.minute * 60 +
-           p.second;
+    secs =
+        days_from_civil(p.year, p.month, p.day) * 86400 + p.hour * 3600 + p.minute * 60 + p.second;
     if (p.has_offset)
         secs -= p.offset_sign * (p.offset_h * 3600 + p.offset_m * 60 + p.offset_s);
     /* Six-digit years can leave the int64 microsecond range. */

@@ -83,9 +83,20 @@ typedef enum Field {
     F_COUNT
 } Field;
 
-static const char *const field_names[F_COUNT] = {
-    "action", "xid",      "timestamp", "lsn",           "nextlsn", "schema",  "table",
-    "columns", "identity", "pk",       "transactional", "prefix",  "content",
+typedef struct FieldName {
+    const char *name;
+    size_t len;
+} FieldName;
+
+/* clang-format off */
+#define FN(s) {s, sizeof s - 1}
+/* clang-format on */
+
+/* Indexed by Field. */
+static const FieldName field_names[F_COUNT] = {
+    FN("action"),        FN("xid"),    FN("timestamp"), FN("lsn"),      FN("nextlsn"),
+    FN("schema"),        FN("table"),  FN("columns"),   FN("identity"), FN("pk"),
+    FN("transactional"), FN("prefix"), FN("content"),
 };
 
 static const Str str_empty = {"", 0};
@@ -264,7 +275,7 @@ static bool tokenize(Ctx *c)
             jsmn_init(&parser);
             r = jsmn_parse(&parser, c->js, c->len, NULL, 0);
             grow_tokens(dec, r > 0 && (unsigned int)r > dec->tok_cap ? (unsigned int)r
-                                                                      : dec->tok_cap * 2);
+                                                                     : dec->tok_cap * 2);
             continue;
         }
         if (r == JSMN_ERROR_PART)
@@ -577,7 +588,7 @@ static bool tok_is_null(const Ctx *c, int i)
 static bool field_string(Ctx *c, int i, Field f, Str *out)
 {
     if (c->dec->toks[i].type != JSMN_STRING)
-        return fail(c, tok_start(c, i), "\"%s\" must be a string", field_names[f]);
+        return fail(c, tok_start(c, i), "\"%s\" must be a string", field_names[f].name);
     return get_string(c, i, out);
 }
 
@@ -586,9 +597,9 @@ static bool field_lsn(Ctx *c, int i, Field f, Lsn *out)
     const jsmntok_t *t = &c->dec->toks[i];
 
     if (t->type != JSMN_STRING)
-        return fail(c, tok_start(c, i), "\"%s\" must be a string", field_names[f]);
+        return fail(c, tok_start(c, i), "\"%s\" must be a string", field_names[f].name);
     if (!lsn_parse(c->js + t->start, (size_t)(t->end - t->start), out))
-        return fail(c, tok_start(c, i), "invalid \"%s\" value", field_names[f]);
+        return fail(c, tok_start(c, i), "invalid \"%s\" value", field_names[f].name);
     return true;
 }
 
@@ -723,11 +734,12 @@ static bool parse_columns(Ctx *c, int i, Field f, Column **cols, size_t *cap, si
     int j = i + 1;
 
     if (toks[i].type != JSMN_ARRAY)
-        return fail(c, tok_start(c, i), "\"%s\" must be an array", field_names[f]);
+        return fail(c, tok_start(c, i), "\"%s\" must be an array", field_names[f].name);
     *cols = reserve_array(*cols, cap, n, sizeof **cols);
     for (size_t k = 0; k < n; k++) {
         if (toks[j].type != JSMN_OBJECT)
-            return fail(c, tok_start(c, j), "\"%s\" element must be an object", field_names[f]);
+            return fail(c, tok_start(c, j), "\"%s\" element must be an object",
+                        field_names[f].name);
         if (!parse_column(c, j, &(*cols)[k]))
             return false;
         j = skip(c, j);
@@ -776,38 +788,22 @@ static bool parse_pk(Ctx *c, int i, Change *out)
 
 static bool parse_action(Ctx *c, int i, ChangeKind *kind)
 {
+    /* Indexed by ChangeKind. */
+    static const char actions[] = "BCIUDTM";
+    _Static_assert(CHANGE_BEGIN == 0 && CHANGE_COMMIT == 1 && CHANGE_INSERT == 2 &&
+                       CHANGE_UPDATE == 3 && CHANGE_DELETE == 4 && CHANGE_TRUNCATE == 5 &&
+                       CHANGE_MESSAGE == 6,
+                   "actions[] follows ChangeKind");
     const jsmntok_t *t = &c->dec->toks[i];
+    const char *hit;
 
     if (t->type != JSMN_STRING)
         return fail(c, tok_start(c, i), "\"action\" must be a string");
-    if (t->end - t->start == 1) {
-        switch (c->js[t->start]) {
-        case 'B':
-            *kind = CHANGE_BEGIN;
-            return true;
-        case 'C':
-            *kind = CHANGE_COMMIT;
-            return true;
-        case 'I':
-            *kind = CHANGE_INSERT;
-            return true;
-        case 'U':
-            *kind = CHANGE_UPDATE;
-            return true;
-        case 'D':
-            *kind = CHANGE_DELETE;
-            return true;
-        case 'T':
-            *kind = CHANGE_TRUNCATE;
-            return true;
-        case 'M':
-            *kind = CHANGE_MESSAGE;
-            return true;
-        default:
-            break;
-        }
-    }
-    return fail(c, tok_start(c, i), "unknown \"action\" value");
+    if (t->end - t->start != 1 || c->js[t->start] == '\0' ||
+        (hit = strchr(actions, c->js[t->start])) == NULL)
+        return fail(c, tok_start(c, i), "unknown \"action\" value");
+    *kind = (ChangeKind)(hit - actions);
+    return true;
 }
 
 /* Records where each known top-level key's value is; later duplicates win. */
@@ -823,7 +819,8 @@ static bool index_fields(Ctx *c, int fields[F_COUNT])
         if (!get_string(c, j, &key))
             return false;
         for (int f = 0; f < F_COUNT; f++) {
-            if (key.len && key.ptr[0] == field_names[f][0] && str_eq(key, field_names[f])) {
+            if (key.len == field_names[f].len && key.ptr[0] == field_names[f].name[0] &&
+                memcmp(key.ptr, field_names[f].name, key.len) == 0) {
                 fields[f] = j + 1;
                 break;
             }
@@ -836,7 +833,7 @@ static bool index_fields(Ctx *c, int fields[F_COUNT])
 static bool require(Ctx *c, const int fields[F_COUNT], Field f)
 {
     if (fields[f] < 0)
-        return fail(c, 0, "missing \"%s\"", field_names[f]);
+        return fail(c, 0, "missing \"%s\"", field_names[f].name);
     return true;
 }
 

@@ -247,14 +247,20 @@ say "5/6 live workload: ${DURATION}s at about $RATE changes/s"
 BATCH=$(((RATE + 4) / 5))
 (
     trap 'exit 0' TERM
-    end=$((SECONDS + DURATION))
+    # A batch every 200 ms, on a fixed schedule (nanoseconds): the time a
+    # CALL takes is not added to the period.
+    start=$(date +%s%N)
+    end=$((start + DURATION * 1000000000))
     i=0
-    while ((SECONDS < end)); do
+    while (($(date +%s%N) < end)); do
         i=$((i + 1))
         # a new seed per batch (setseed range is -1..1)
         "${PSQL[@]}" -d shop -c "CALL shop_workload($BATCH, 0.$(printf '%05d' $((i % 100000))))" ||
             exit 1
-        sleep 0.2   # pacing, not synchronization
+        wait_ns=$((start + i * 200000000 - $(date +%s%N)))
+        if ((wait_ns > 0)); then
+            sleep "$(printf '%d.%09d' $((wait_ns / 1000000000)) $((wait_ns % 1000000000)))"
+        fi
     done
 ) &
 WORKLOAD_PID=$!

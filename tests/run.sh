@@ -84,6 +84,7 @@ stop_pg() {
     fi
 }
 
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 # Runs on every exit. A run that dies before its summary still ends with a
 # summary line, counting the broken phase as one failure.
 cleanup() {
@@ -198,8 +199,10 @@ run_tests() {
         echo "run.sh: meson test in $build exited with $rc but logged no failed test" >&2
         f=1
     fi
+    # A --suite typo or a broken tests/meson.build must not pass silently.
     if ((p + f + s == 0)); then
-        echo "run.sh: warning: no tests ran in $build" >&2
+        echo "run.sh: no tests ran in $build" >&2
+        f=1
     fi
     PASSED=$((PASSED + p))
     FAILED=$((FAILED + f))

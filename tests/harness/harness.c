@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -363,11 +364,20 @@ bool h_wait_until(bool (*pred)(void *arg), void *arg, int timeout_ms)
 
 /* --- processes ---------------------------------------------------------- */
 
+/* Between fork and exec: write(2) only, best effort (stderr is the log). */
+static void child_say(const char *text)
+{
+    ssize_t r = write(STDERR_FILENO, text, strlen(text));
+
+    (void)r;
+}
+
 pid_t h_spawn(const char *const argv[], const char *stderr_path)
 {
     const char *path = stderr_path != NULL ? stderr_path : "/dev/null";
     int out_fd;
     int in_fd;
+    pid_t parent;
     pid_t pid;
 
     if (argv == NULL || argv[0] == NULL)
@@ -384,6 +394,7 @@ pid_t h_spawn(const char *const argv[], const char *stderr_path)
     }
     /* Unflushed stdio buffers would otherwise be written twice. */
     fflush(NULL);
+    parent = getpid();
     pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -395,6 +406,11 @@ pid_t h_spawn(const char *const argv[], const char *stderr_path)
         /* The test may have threads (librdkafka's mock cluster): only
          * async-signal-safe calls between fork and exec. */
         setpgid(0, 0);
+        /* Its own group keeps it out of Check's cleanup of the test's group,
+         * so tie it to the test process instead: a failed test must not
+         * leave a pgfan running. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
             dup2(out_fd, STDERR_FILENO) < 0)
             _exit(127);
@@ -402,12 +418,11 @@ pid_t h_spawn(const char *const argv[], const char *stderr_path)
         execvp(argv[0], (char *const *)argv);
 
         const char *name = strerrorname_np(errno);
-        static const char prefix[] = "h_spawn: could not execute ";
-        if (write(STDERR_FILENO, prefix, sizeof prefix - 1) < 0 ||
-            write(STDERR_FILENO, argv[0], strlen(argv[0])) < 0 || write(STDERR_FILENO, ": ", 2) < 0 ||
-            write(STDERR_FILENO, name != NULL ? name : "?", strlen(name != NULL ? name : "?")) < 0 ||
-            write(STDERR_FILENO, "\n", 1) < 0)
-            _exit(127);
+        child_say("h_spawn: could not execute ");
+        child_say(argv[0]);
+        child_say(": ");
+        child_say(name != NULL ? name : "unknown error");
+        child_say("\n");
         _exit(127);
     }
     /* Also here, so h_kill(pid) right after h_spawn finds the group. */

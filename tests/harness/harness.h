@@ -77,7 +77,8 @@ bool h_wait_until(bool (*pred)(void *arg), void *arg, int timeout_ms);
  * Starts argv[0] (searched in PATH when it has no '/') with argv, in a new
  * process group, stdin from /dev/null, stdout and stderr appended to
  * stderr_path (NULL: /dev/null). If exec fails the child writes why to
- * stderr_path and exits 127. Returns the child's pid.
+ * stderr_path and exits 127. The child is SIGKILLed when the test process
+ * ends, so a failed test leaves nothing running. Returns the child's pid.
  */
 pid_t h_spawn(const char *const argv[], const char *stderr_path);
 

@@ -151,6 +151,9 @@ max_wal_senders = 20
 wal_sender_timeout = 10s
 fsync = off
 synchronous_commit = off
+# Asynchronous commits reach walsenders only once the WAL writer flushes
+# them: flush often so tests see changes within milliseconds.
+wal_writer_delay = 10ms
 full_page_writes = off
 shared_buffers = 128MB
 max_connections = 100

@@ -209,13 +209,14 @@ START_TEST(test_envelopes_three_tables)
 }
 END_TEST
 
-/* Shared by the crash and clean-stop tests: 3000 single-row inserts plus an
+/* Shared by the crash and clean-stop tests: n single-row inserts plus an
  * update of every third row, each in its own transaction, sent without
  * waiting so pgfan is stopped mid-stream. */
+#define WORKLOAD_ROWS 3000
 static const char workload_sql[] =
-    "DO $$ BEGIN FOR i IN 1..3000 LOOP "
+    "DO $$ BEGIN FOR i IN 1..%d LOOP "
     "  INSERT INTO orders VALUES (i, 0); "
-    "  IF i % 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
+    "  IF i %% 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
     "  COMMIT; "
     "END LOOP; END $$";
 
@@ -230,10 +231,13 @@ static bool has_lines(void *arg)
     return h_count_lines(w->path) >= w->n;
 }
 
-static PGconn *start_workload(const char *db)
+static PGconn *start_workload(const char *db, int rows)
 {
     PGconn *w = h_pg_connect(db);
-    ck_assert_int_eq(PQsendQuery(w, workload_sql), 1);
+    char sql[sizeof workload_sql + 16];
+
+    snprintf(sql, sizeof sql, workload_sql, rows);
+    ck_assert_int_eq(PQsendQuery(w, sql), 1);
     return w;
 }
 
@@ -269,12 +273,12 @@ static int seen_cmp(const void *a, const void *b)
  * every line whole, and every duplicate after `confirmed_before` (the
  * position confirmed when pgfan was stopped). Returns the duplicate count.
  */
-static size_t check_workload_output(const char *path, Lsn confirmed_before)
+static size_t check_workload_output(const char *path, Lsn confirmed_before, uint64_t rows)
 {
     size_t n, dups = 0;
     char **lines = h_read_lines(path, &n);
-    bool *inserted = calloc(3001, sizeof(bool));
-    bool *updated = calloc(3001, sizeof(bool));
+    bool *inserted = calloc(rows + 1, sizeof(bool));
+    bool *updated = calloc(rows + 1, sizeof(bool));
     Seen *seen = calloc(n ? n : 1, sizeof *seen);
 
     for (size_t i = 0; i < n; i++) {
@@ -286,13 +290,13 @@ static size_t check_workload_output(const char *path, Lsn confirmed_before)
         seen[i].commit_lsn = json_u64(l, "commit_lsn");
         seen[i].lsn = json_u64(l, "lsn");
         id = json_u64(strstr(l, "\"after\":"), "id");
-        ck_assert(id >= 1 && id <= 3000);
+        ck_assert(id >= 1 && id <= rows);
         if (strstr(l, "\"op\":\"c\""))
             inserted[id] = true;
         else if (strstr(l, "\"op\":\"u\""))
             updated[id] = true;
     }
-    for (uint64_t id = 1; id <= 3000; id++) {
+    for (uint64_t id = 1; id <= rows; id++) {
         ck_assert_msg(inserted[id], "insert of id %llu lost", (unsigned long long)id);
         if (id % 3 == 2)
             ck_assert_msg(updated[id], "update of id %llu lost", (unsigned long long)id);
@@ -337,7 +341,7 @@ START_TEST(test_kill9_at_least_once)
     size_t dups;
 
     wait_log(e.log, "streaming from slot");
-    w = start_workload(e.db);
+    w = start_workload(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     h_kill(pid, SIGKILL);
     h_wait_exit(pid, WAIT_MS);
@@ -348,7 +352,7 @@ START_TEST(test_kill9_at_least_once)
     finish_workload(w);
     wait_confirmed_current(&e);
     stop_pgfan(pid);
-    dups = check_workload_output(e.out, confirmed);
+    dups = check_workload_output(e.out, confirmed, WORKLOAD_ROWS);
     fprintf(stderr, "kill -9: %zu lines, %zu duplicates, all after the confirmed position\n",
             h_count_lines(e.out), dups);
     env_free(&e);
@@ -365,7 +369,7 @@ START_TEST(test_sigterm_no_duplicates)
     size_t dups;
 
     wait_log(e.log, "streaming from slot");
-    w = start_workload(e.db);
+    w = start_workload(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     stop_pgfan(pid);
     ck_assert(h_file_contains(e.log, "stopped cleanly"));
@@ -374,7 +378,7 @@ START_TEST(test_sigterm_no_duplicates)
     finish_workload(w);
     wait_confirmed_current(&e);
     stop_pgfan(pid);
-    dups = check_workload_output(e.out, UINT64_MAX);
+    dups = check_workload_output(e.out, UINT64_MAX, WORKLOAD_ROWS);
     ck_assert_uint_eq(dups, 0);
     env_free(&e);
 }
@@ -542,6 +546,80 @@ START_TEST(test_status_command)
 }
 END_TEST
 
+START_TEST(test_reconnects_after_connection_loss)
+{
+    Env e = env_new("e2e_reconnect", "CREATE TABLE orders(id bigint PRIMARY KEY)",
+                    "public.orders", "[source]\nreconnect_min = 100ms\nreconnect_max = 1s\n");
+    pid_t pid = start_pgfan(&e, NULL);
+    LinesWait lw = {e.out, 2};
+
+    wait_log(e.log, "streaming from slot");
+    h_sql(e.conn, "INSERT INTO orders VALUES (1)");
+    wait_confirmed_current(&e);
+    /* Kill the walsender: pgfan must notice, reconnect and go on. */
+    h_sql(e.conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                  "WHERE slot_name = 'e2e_reconnect'");
+    wait_log(e.log, "reconnecting in");
+    h_sql(e.conn, "INSERT INTO orders VALUES (2)");
+    ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
+    wait_confirmed_current(&e);
+    ck_assert_uint_eq(h_count_lines(e.out), 2);
+    ck_assert(h_file_contains(e.out, "\"after\":{\"id\":2}"));
+    stop_pgfan(pid);
+    env_free(&e);
+}
+END_TEST
+
+typedef struct InflightWait {
+    const char *sock;
+    const char *json;
+} InflightWait;
+
+/* True once the status document shows the transaction FIFO at its bound. */
+static bool fifo_full(void *arg)
+{
+    InflightWait *w = arg;
+    const char *argv[] = {h_pgfan_bin(), "status", "-s", w->sock, "--json", NULL};
+    pid_t st = h_spawn(argv, w->json);
+
+    if (h_wait_exit(st, WAIT_MS) != 0)
+        return false;
+    return h_file_contains(w->json, "\"inflight_transactions\":100,");
+}
+
+START_TEST(test_backpressure_keeps_connection_alive)
+{
+    /* Durability only every 10 s and room for 100 transactions: reading
+     * pauses for about 10 s, as long as the test server's
+     * wal_sender_timeout; only the periodic status updates keep the
+     * walsender from giving up on us meanwhile. */
+    Env e = env_new("e2e_backpressure", "CREATE TABLE orders(id bigint PRIMARY KEY, v int)",
+                    "public.orders",
+                    "[source]\nmax_inflight_transactions = 100\nstatus_interval = 1s\n"
+                    "[sink.file]\nfsync_interval = 10s\n");
+    pid_t pid = start_pgfan(&e, NULL);
+    Buf sock = BUF_INIT, json = BUF_INIT;
+    InflightWait iw;
+    PGconn *w;
+
+    buf_printf(&sock, "%s/status.sock", e.dir);
+    buf_printf(&json, "%s/status.json", e.dir);
+    iw.sock = sock.data;
+    iw.json = json.data;
+    wait_log(e.log, "streaming from slot");
+    w = start_workload(e.db, 120); /* 160 transactions */
+    ck_assert_msg(h_wait_until(fifo_full, &iw, WAIT_MS), "never saw 100 transactions in flight");
+    finish_workload(w);
+    wait_confirmed_current(&e);
+    ck_assert_uint_eq(check_workload_output(e.out, UINT64_MAX, 120), 0);
+    ck_assert_msg(!h_file_contains(e.log, "reconnecting"), "connection was lost under backpressure");
+    stop_pgfan(pid);
+    buf_free(&sock);
+    buf_free(&json);
+    env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e");
@@ -563,6 +641,8 @@ int main(void)
     tcase_add_test(tc, test_replica_identity_warning_and_odd_names);
     tcase_add_test(tc, test_standby_takes_over_busy_slot);
     tcase_add_test(tc, test_status_command);
+    tcase_add_test(tc, test_reconnects_after_connection_loss);
+    tcase_add_test(tc, test_backpressure_keeps_connection_alive);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -44,8 +44,8 @@ static bool decode_exact(W2jDecoder *dec, const char *line, size_t len, Change *
 static const char *type_class_name(TypeClass tc)
 {
     static const char *const names[] = {
-        "UNKNOWN", "BOOL",     "INT",      "FLOAT", "NUMERIC", "TEXT",  "TIMESTAMPTZ", "TIMESTAMP",
-        "DATE",    "TIME",     "INTERVAL", "UUID",  "JSON",    "BYTEA", "ARRAY",       "OTHER",
+        "UNKNOWN", "BOOL", "INT",      "FLOAT", "NUMERIC", "TEXT",  "TIMESTAMPTZ", "TIMESTAMP",
+        "DATE",    "TIME", "INTERVAL", "UUID",  "JSON",    "BYTEA", "ARRAY",       "OTHER",
     };
 
     return (size_t)tc < sizeof names / sizeof names[0] ? names[tc] : "?";
@@ -339,9 +339,10 @@ START_TEST(test_begin_commit)
     Change ch;
     PfError err;
 
-    ck_assert(decode_str("{\"action\":\"B\",\"xid\":731,\"timestamp\":\"2024-05-01 10:00:00.123456+00\","
-                         "\"lsn\":\"0/1574CC0\",\"nextlsn\":\"0/1574CF0\"}",
-                         &ch, &err));
+    ck_assert(
+        decode_str("{\"action\":\"B\",\"xid\":731,\"timestamp\":\"2024-05-01 10:00:00.123456+00\","
+                   "\"lsn\":\"0/1574CC0\",\"nextlsn\":\"0/1574CF0\"}",
+                   &ch, &err));
     ck_assert_int_eq(ch.kind, CHANGE_BEGIN);
     ck_assert_uint_eq(ch.lsn, 0x1574CC0);
     ck_assert_uint_eq(ch.end_lsn, 0x1574CF0);
@@ -363,8 +364,8 @@ START_TEST(test_begin_commit)
     ck_assert(!ch.has_commit_time);
 
     /* Largest xid. */
-    ck_assert(decode_str("{\"action\":\"B\",\"xid\":4294967295,\"lsn\":\"0/1\",\"nextlsn\":\"0/2\"}",
-                         &ch, &err));
+    ck_assert(decode_str(
+        "{\"action\":\"B\",\"xid\":4294967295,\"lsn\":\"0/1\",\"nextlsn\":\"0/2\"}", &ch, &err));
     ck_assert_uint_eq(ch.xid, UINT32_MAX);
 }
 END_TEST
@@ -447,9 +448,10 @@ START_TEST(test_truncate_and_message)
     Change ch;
     PfError err;
 
-    ck_assert(decode_str("{\"action\":\"T\",\"xid\":780,\"timestamp\":\"2026-11-24 02:01:18.82059+00\","
-                         "\"lsn\":\"0/329C9C8\",\"schema\":\"public\",\"table\":\"scratch_a\"}",
-                         &ch, &err));
+    ck_assert(
+        decode_str("{\"action\":\"T\",\"xid\":780,\"timestamp\":\"2026-11-24 02:01:18.82059+00\","
+                   "\"lsn\":\"0/329C9C8\",\"schema\":\"public\",\"table\":\"scratch_a\"}",
+                   &ch, &err));
     ck_assert_int_eq(ch.kind, CHANGE_TRUNCATE);
     assert_str(ch.table, "scratch_a");
     ck_assert_uint_eq(ch.n_new, 0);
@@ -500,7 +502,8 @@ START_TEST(test_strings)
     assert_str(c->value.text, "Z\xc3\xbcrich \xe2\x9c\x93 \xf0\x9f\x98\x80");
     ck_assert(c->value.text.ptr >= g_copy && c->value.text.ptr < g_copy + len);
     c = &ch.new_cols[3];
-    assert_str(c->value.text, "\xc3\xbc\xe2\x9c\x93\xf0\x9f\x98\x80" "A\xef\xbf\xbf");
+    assert_str(c->value.text, "\xc3\xbc\xe2\x9c\x93\xf0\x9f\x98\x80"
+                              "A\xef\xbf\xbf");
     c = &ch.new_cols[4];
     assert_str(c->name, "n\xc3\xa4me");
     assert_str(c->type, "\"Mood\"[]");
@@ -549,15 +552,16 @@ START_TEST(test_many_columns)
         int ncols = round == 0 ? 2000 : 3;
 
         buf_reset(&line);
-        buf_append_str(&line, "{\"action\":\"U\",\"lsn\":\"0/1\",\"schema\":\"s\",\"table\":\"wide\","
-                              "\"columns\":[");
+        buf_append_str(&line,
+                       "{\"action\":\"U\",\"lsn\":\"0/1\",\"schema\":\"s\",\"table\":\"wide\","
+                       "\"columns\":[");
         for (int i = 0; i < ncols; i++)
-            buf_printf(&line, "%s{\"name\":\"c%d\",\"type\":\"integer\",\"value\":%d}", i ? "," : "",
-                       i, i * 7);
+            buf_printf(&line, "%s{\"name\":\"c%d\",\"type\":\"integer\",\"value\":%d}",
+                       i ? "," : "", i, i * 7);
         buf_append_str(&line, "],\"identity\":[");
         for (int i = 0; i < ncols; i++)
-            buf_printf(&line, "%s{\"name\":\"c%d\",\"type\":\"integer\",\"value\":%d}", i ? "," : "",
-                       i, -i);
+            buf_printf(&line, "%s{\"name\":\"c%d\",\"type\":\"integer\",\"value\":%d}",
+                       i ? "," : "", i, -i);
         buf_append_str(&line, "],\"pk\":[{\"name\":\"c0\",\"type\":\"integer\"}]}");
 
         ck_assert_msg(decode_str(line.data, &ch, &err), "%s", err.msg);
@@ -585,10 +589,11 @@ START_TEST(test_ignored_nested)
     Change ch;
     PfError err;
 
-    ck_assert(decode_str("{\"x\":[[[{\"a\":[1,{\"b\":\"}\"}]}]],{}],\"action\":\"D\",\"lsn\":\"0/9\","
-                         "\"table\":\"t\",\"identity\":[{\"name\":\"id\",\"value\":1,\"extra\":"
-                         "{\"k\":[true,false,null]}}],\"y\":[],\"pk\":[]}",
-                         &ch, &err));
+    ck_assert(
+        decode_str("{\"x\":[[[{\"a\":[1,{\"b\":\"}\"}]}]],{}],\"action\":\"D\",\"lsn\":\"0/9\","
+                   "\"table\":\"t\",\"identity\":[{\"name\":\"id\",\"value\":1,\"extra\":"
+                   "{\"k\":[true,false,null]}}],\"y\":[],\"pk\":[]}",
+                   &ch, &err));
     ck_assert_int_eq(ch.kind, CHANGE_DELETE);
     ck_assert_uint_eq(ch.n_old, 1);
     ck_assert_uint_eq(ch.n_pk, 0);
@@ -641,18 +646,14 @@ static const ErrCase err_cases[] = {
     {"[1,2]", "expected a JSON object near '[1,2]'"},
     {"\"action\"", "expected a JSON object near '\"action\"'"},
     {"{\"action\":\"B\"", "truncated JSON near '{\"action\":\"B\"'"},
-    {"{\"action\":\"B",
-     "truncated JSON near '{\"action\":\"B'"},
-    {"{\"action\":12",
-     "truncated JSON near '{\"action\":12'"},
-    {"{\"action\":\"B\"}}",
-     "invalid JSON near '{\"action\":\"B\"}}'"},
-    {"{\"action\":\"B\"} {}",
-     "unexpected data after the object near '{\"action\":\"B\"} {}'"},
-    {"{\"action\":\"B\"} x",
-     "invalid JSON near '{\"action\":\"B\"} x'"},
+    {"{\"action\":\"B", "truncated JSON near '{\"action\":\"B'"},
+    {"{\"action\":12", "truncated JSON near '{\"action\":12'"},
+    {"{\"action\":\"B\"}}", "invalid JSON near '{\"action\":\"B\"}}'"},
+    {"{\"action\":\"B\"} {}", "unexpected data after the object near '{\"action\":\"B\"} {}'"},
+    {"{\"action\":\"B\"} x", "invalid JSON near '{\"action\":\"B\"} x'"},
     {"{\"action\" \"B\"}", "invalid JSON near '{\"action\" \"B\"}'"},
-    {"{\"action\":\"B\",,\"lsn\":\"0/1\"}", "invalid JSON near '{\"action\":\"B\",,\"lsn\":\"0/1\"}'"},
+    {"{\"action\":\"B\",,\"lsn\":\"0/1\"}",
+     "invalid JSON near '{\"action\":\"B\",,\"lsn\":\"0/1\"}'"},
     {"{\"action\":\"B\",}", "invalid JSON near '{\"action\":\"B\",}'"},
     {"{\"a\":[1,,2]}", "invalid JSON near '{\"a\":[1,,2]}'"},
     {"{\"a\":[1 2]}", "invalid JSON near '{\"a\":[1 2]}'"},
@@ -689,16 +690,14 @@ static const ErrCase err_cases[] = {
      "unknown \"action\" value near '{\"action\":\"X\",\"lsn\":\"0/1\"}'"},
     {"{\"action\":\"BB\",\"lsn\":\"0/1\"}",
      "unknown \"action\" value near '{\"action\":\"BB\",\"lsn\":\"0/1\"}'"},
-    {"{\"action\":\"I\",\"table\":\"t\"}",
-     "missing \"lsn\" near '{\"action\":\"I\",\"table'"},
+    {"{\"action\":\"I\",\"table\":\"t\"}", "missing \"lsn\" near '{\"action\":\"I\",\"table'"},
     {"{\"action\":\"I\",\"lsn\":16,\"table\":\"t\"}",
      "\"lsn\" must be a string near '{\"action\":\"I\",\"lsn\":16,\"table\":\"t\"}'"},
     {"{\"action\":\"I\",\"lsn\":\"0/XYZ\",\"table\":\"t\"}",
      "invalid \"lsn\" value near '\"action\":\"I\",\"lsn\":\"0/XYZ\",\"table\":\"t\"}'"},
     {"{\"action\":\"I\",\"lsn\":\"16B3748\",\"table\":\"t\"}",
      "invalid \"lsn\" value near '\"action\":\"I\",\"lsn\":\"16B3748\",\"table\":\"t\"'"},
-    {"{\"action\":\"C\",\"lsn\":\"0/1\"}",
-     "missing \"nextlsn\" near '{\"action\":\"C\",\"lsn\":'"},
+    {"{\"action\":\"C\",\"lsn\":\"0/1\"}", "missing \"nextlsn\" near '{\"action\":\"C\",\"lsn\":'"},
     {"{\"action\":\"B\",\"lsn\":\"0/1\",\"nextlsn\":null}",
      "\"nextlsn\" must be a string near 'sn\":\"0/1\",\"nextlsn\":null}'"},
     {"{\"action\":\"B\",\"lsn\":\"0/1\",\"nextlsn\":\"0/2\",\"xid\":\"5\"}",
@@ -713,8 +712,7 @@ static const ErrCase err_cases[] = {
      "\"timestamp\" must be a string or null near '\":\"0/2\",\"timestamp\":1}'"},
     {"{\"action\":\"B\",\"lsn\":\"0/1\",\"nextlsn\":\"0/2\",\"timestamp\":\"yesterday\"}",
      "invalid \"timestamp\" value near ':\"0/2\",\"timestamp\":\"yesterday\"}'"},
-    {"{\"action\":\"I\",\"lsn\":\"0/1\"}",
-     "missing \"table\" near '{\"action\":\"I\",\"lsn\":'"},
+    {"{\"action\":\"I\",\"lsn\":\"0/1\"}", "missing \"table\" near '{\"action\":\"I\",\"lsn\":'"},
     {"{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":[]}",
      "\"table\" must be a string near '\"lsn\":\"0/1\",\"table\":[]}'"},
     {"{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":\"t\",\"schema\":false}",
@@ -734,7 +732,8 @@ static const ErrCase err_cases[] = {
     {"{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":\"t\",\"columns\":[{\"name\":\"a\",\"type\":5,"
      "\"value\":1}]}",
      "column \"type\" must be a string near '[{\"name\":\"a\",\"type\":5,\"value\":1}]}'"},
-    {"{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":\"t\",\"columns\":[{\"name\":\"a\",\"value\":[1]}]}",
+    {"{\"action\":\"I\",\"lsn\":\"0/"
+     "1\",\"table\":\"t\",\"columns\":[{\"name\":\"a\",\"value\":[1]}]}",
      "column \"value\" must be a scalar near '{\"name\":\"a\",\"value\":[1]}]}'"},
     {"{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":\"t\",\"pk\":\"id\"}",
      "\"pk\" must be an array near '\",\"table\":\"t\",\"pk\":\"id\"}'"},
@@ -747,7 +746,8 @@ static const ErrCase err_cases[] = {
     {"{\"action\":\"M\",\"lsn\":\"0/1\",\"prefix\":\"p\",\"content\":\"c\"}",
      "missing \"transactional\" near '{\"action\":\"M\",\"lsn\":'"},
     {"{\"action\":\"M\",\"lsn\":\"0/1\",\"transactional\":1,\"prefix\":\"p\",\"content\":\"c\"}",
-     "\"transactional\" must be true or false near '/1\",\"transactional\":1,\"prefix\":\"p\",\"cont'"},
+     "\"transactional\" must be true or false near "
+     "'/1\",\"transactional\":1,\"prefix\":\"p\",\"cont'"},
     {"{\"action\":\"M\",\"lsn\":\"0/1\",\"transactional\":true,\"content\":\"c\"}",
      "missing \"prefix\" near '{\"action\":\"M\",\"lsn\":'"},
     {"{\"action\":\"M\",\"lsn\":\"0/1\",\"transactional\":true,\"prefix\":\"p\"}",
@@ -779,10 +779,11 @@ START_TEST(test_error_snippet)
     PfError err;
     const char *prefix = "could not decode wal2json message at 0/16B3748: ";
 
-    ck_assert(!decode_str("{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":\"t\",\"columns\":[{\"name\":"
-                          "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-                          "\xc3\xa9\xc3\xa9\xc3\xa9\",\"value\":{}}]}",
-                          &ch, &err));
+    ck_assert(
+        !decode_str("{\"action\":\"I\",\"lsn\":\"0/1\",\"table\":\"t\",\"columns\":[{\"name\":"
+                    "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                    "\xc3\xa9\xc3\xa9\xc3\xa9\",\"value\":{}}]}",
+                    &ch, &err));
     ck_assert_str_eq(err.msg + strlen(prefix),
                      "column \"value\" must be a scalar near "
                      "'\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\",\"value\":{}}]}'");
@@ -803,8 +804,9 @@ START_TEST(test_error_snippet)
             buf_append_char(&line, 'z');
         buf_append_str(&line, "\"}");
         ck_assert(!decode_str(line.data, &ch, &err));
-        ck_assert_str_eq(err.msg + strlen(prefix),
-                         "invalid \"lsn\" value near 'lmnopqrstuv\",\"lsn\":\"bad\",\"pad2\":\"zzzzzzz'");
+        ck_assert_str_eq(
+            err.msg + strlen(prefix),
+            "invalid \"lsn\" value near 'lmnopqrstuv\",\"lsn\":\"bad\",\"pad2\":\"zzzzzzz'");
         buf_free(&line);
     }
 }

@@ -266,6 +266,35 @@ START_TEST(kill_reaches_group)
 }
 END_TEST
 
+START_TEST(nest_spawn_and_leave)
+{
+    const char *const argv[] = {"/bin/sh", "-c", "exec sleep 30", NULL};
+    pid_t pid = h_spawn(argv, NULL);
+
+    h_write_file(getenv("PGFAN_HARNESS_PIDFILE"), "%d\n", (int)pid);
+}
+END_TEST
+
+START_TEST(spawned_dies_with_test)
+{
+    char *dir = h_tmpdir();
+    char pidfile[256];
+    char msg[4096];
+    Grandchild g = {.pidfile = pidfile};
+
+    snprintf(pidfile, sizeof pidfile, "%s/pid", dir);
+    setenv("PGFAN_HARNESS_PIDFILE", pidfile, 1);
+    ck_assert_int_eq(nested_run(nest_spawn_and_leave, msg, sizeof msg), CK_PASS);
+    char *text = h_read_file(pidfile, NULL);
+    g.pid = (pid_t)atoi(text);
+    free(text);
+    ck_assert_int_gt(g.pid, 1);
+    ck_assert(h_wait_until(process_gone, &g, 5000));
+    h_rm_rf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(kill_after_exit_is_quiet)
 {
     const char *const argv[] = {"/bin/true", NULL};
@@ -768,7 +797,10 @@ START_TEST(slot_positions)
     ck_assert_uint_eq(h_slot_confirmed_lsn(conn, TEST_SLOT), created);
     ck_assert(!h_slot_active(conn, TEST_SLOT));
 
-    h_sql(conn, "CREATE TABLE t (id int primary key); INSERT INTO t VALUES (1)");
+    /* Synchronous, so the commit is flushed and decodable right away (the
+     * test server runs with synchronous_commit = off). */
+    h_sql(conn, "SET synchronous_commit = on; CREATE TABLE t (id int primary key); "
+                "INSERT INTO t VALUES (1)");
     Lsn now = h_current_wal_lsn(conn);
     ck_assert_uint_gt(now, created);
 
@@ -860,6 +892,7 @@ static Suite *harness_suite(bool with_pg)
     tcase_add_test(tc, wait_exit_timeout_then_kill);
     tcase_add_test(tc, kill_reaches_group);
     tcase_add_test(tc, kill_after_exit_is_quiet);
+    tcase_add_test(tc, spawned_dies_with_test);
     tcase_add_test(tc, pgfan_bin_from_env);
     tcase_add_test(tc, process_errors);
     suite_add_tcase(s, tc);
