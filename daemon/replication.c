@@ -5,7 +5,8 @@
  * connection accepts nothing else): IDENTIFY_SYSTEM, a catalog query for the
  * configured tables, a slot lookup, CREATE_REPLICATION_SLOT when missing,
  * START_REPLICATION. Each step sends its command and waits for the socket;
- * handle_result() moves to the next step.
+ * handle_result() moves to the next step. The command texts, the reading of
+ * their answers and the binary messages live in repl_protocol.c.
  *
  * Streaming follows pg_recvlogical: PQconsumeInput, then PQgetCopyData in
  * async mode until it has no complete message, bounded per turn so other
@@ -20,6 +21,7 @@
 #include "../common/log.h"
 #include "../common/mem.h"
 #include "../decoder/wal2json.h"
+#include "repl_protocol.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -40,10 +42,6 @@
 /* Start-up commands and the final COPY drain must not hang forever. */
 #define STEP_TIMEOUT_US (60 * USECS_PER_SEC)
 #define FINISH_TIMEOUT_US (10 * USECS_PER_SEC)
-
-#define SESSION_OPTIONS                                                                            \
-    "-c datestyle=ISO -c timezone=UTC -c bytea_output=hex -c intervalstyle=iso_8601 "              \
-    "-c extra_float_digits=3"
 
 typedef enum Step {
     STEP_NONE = 0,
@@ -185,70 +183,12 @@ static void retry_later(Replication *r, const PfError *err, bool busy_slot)
     set_state(r, busy_slot ? REPL_WAITING_FOR_SLOT : REPL_RECONNECTING);
 }
 
-/* Trims libpq's trailing newline from an error text. */
-static void copy_trimmed(char *dst, size_t size, const char *src)
-{
-    size_t n;
-
-    snprintf(dst, size, "%s", src ? src : "");
-    n = strlen(dst);
-    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
-        dst[--n] = '\0';
-}
-
 static const char *conn_error(Replication *r, char *buf, size_t size)
 {
-    copy_trimmed(buf, size, r->conn ? PQerrorMessage(r->conn) : "no connection");
+    repl_copy_trimmed(buf, size, r->conn ? PQerrorMessage(r->conn) : "no connection");
     if (!buf[0])
         snprintf(buf, size, "connection lost");
     return buf;
-}
-
-/* Classifies a failed command's result: sets err with message and hint. */
-static void result_error(Replication *r, const PGresult *res, const char *what, PfError *err,
-                         bool *busy_slot)
-{
-    const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    char msg[ERR_MSG_SIZE];
-
-    *busy_slot = false;
-    /* The primary message only: one line; the server's own HINT is replaced by ours. */
-    if (res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
-        copy_trimmed(msg, sizeof msg, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-    else
-        copy_trimmed(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn));
-    if (!msg[0])
-        snprintf(msg, sizeof msg, "connection lost");
-
-    if (sqlstate && strcmp(sqlstate, "55006") == 0) {
-        *busy_slot = true;
-        err_set(err, ERR_RETRY, "replication slot \"%s\" is held by another consumer: %s",
-                slot_name(r), msg);
-        err_hint(err, "another pgfan (or other client) is streaming from this slot; this one "
-                      "waits and takes over when it stops");
-        return;
-    }
-    if (strstr(msg, "may not be used as an output plugin")) {
-        err_set(err, ERR_FATAL, "could not %s: PostgreSQL refuses wal2json as an output plugin (%s)",
-                what, msg);
-        err_hint(err, "add wal2json to output_plugin_libraries in postgresql.conf, e.g. "
-                      "output_plugin_libraries = 'pgoutput, test_decoding, wal2json', then "
-                      "reload the server (SELECT pg_reload_conf())");
-        return;
-    }
-    if (strstr(msg, "could not access file \"wal2json\"")) {
-        err_set(err, ERR_FATAL, "could not %s: wal2json is not installed on the server (%s)", what,
-                msg);
-        err_hint(err, "install the package postgresql-15-wal2json on the database server");
-        return;
-    }
-    if (sqlstate && (strcmp(sqlstate, "42501") == 0 || strcmp(sqlstate, "28000") == 0)) {
-        err_set(err, ERR_FATAL, "could not %s: %s", what, msg);
-        err_hint(err, "the role in [source] dsn needs the REPLICATION attribute: ALTER ROLE ... "
-                      "REPLICATION");
-        return;
-    }
-    err_set(err, ERR_RETRY, "could not %s: %s", what, msg);
 }
 
 /* Sends one simple-protocol command and waits for its result on the socket. */
@@ -271,36 +211,6 @@ static void send_command(Replication *r, Step step, const char *sql)
 }
 
 /* ---- start-up steps --------------------------------------------------- */
-
-/*
- * The conninfo's own "options" come first and pgfan's pinned settings last,
- * so a user's -c settings (statement_timeout, ...) survive while DateStyle,
- * TimeZone and bytea_output, which change wal2json's output, stay pinned.
- */
-static bool build_session_options(Replication *r, PfError *err)
-{
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(r->cfg->source.dsn, &errmsg);
-    Buf b = BUF_INIT;
-
-    if (!opts) {
-        err_set(err, ERR_CONFIG, "could not parse [source] dsn: %s",
-                errmsg ? errmsg : "out of memory");
-        err_hint(err, "write a libpq connection string (host=... dbname=... user=...) or a "
-                      "postgresql:// URI");
-        PQfreemem(errmsg);
-        return false;
-    }
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
-            buf_printf(&b, "%s ", o->val);
-    }
-    PQconninfoFree(opts);
-    buf_append_str(&b, SESSION_OPTIONS);
-    free(r->session_options);
-    r->session_options = b.data;
-    return true;
-}
 
 static void begin_connect(Replication *r)
 {
@@ -371,123 +281,20 @@ static void continue_connect(Replication *r)
     }
 }
 
-/* wal2json add-tables syntax: backslash before every special character. */
-static void append_w2j_name(Buf *b, const char *name)
-{
-    for (const char *c = name; *c; c++) {
-        if (strchr(" ',.*\\", *c))
-            buf_append_char(b, '\\');
-        if (*c == '\'')
-            buf_append_char(b, '\''); /* doubled: the value is an SQL string literal */
-        buf_append_char(b, *c);
-    }
-}
-
 static void send_check_tables(Replication *r)
 {
     Buf sql = BUF_INIT;
 
-    buf_append_str(&sql, "SELECT t.schema_name, t.table_name, c.relkind, c.relreplident, "
-                         "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
-                         "AND i.indisprimary) FROM (VALUES ");
-    for (size_t i = 0; i < r->cfg->source.n_tables; i++) {
-        const TableName *t = &r->cfg->source.tables[i];
-        char *s = PQescapeLiteral(r->conn, t->schema, strlen(t->schema));
-        char *n = PQescapeLiteral(r->conn, t->table, strlen(t->table));
-
-        buf_printf(&sql, "%s(%d, %s, %s)", i ? ", " : "", (int)i, s ? s : "''", n ? n : "''");
-        PQfreemem(s);
-        PQfreemem(n);
-    }
-    buf_append_str(&sql, ") AS t(ord, schema_name, table_name) "
-                         "LEFT JOIN pg_catalog.pg_namespace ns ON ns.nspname = t.schema_name "
-                         "LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid "
-                         "AND c.relname = t.table_name ORDER BY t.ord");
+    repl_cmd_check_tables(&sql, r->conn, r->cfg);
     send_command(r, STEP_CHECK_TABLES, sql.data);
     buf_free(&sql);
 }
 
-/* Appends an SQL identifier, quoted only when it has to be (for hints people copy). */
-static void append_sql_ident(Buf *b, const char *name)
-{
-    bool plain = (*name >= 'a' && *name <= 'z') || *name == '_';
-
-    for (const char *c = name; *c && plain; c++)
-        plain = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
-    if (plain) {
-        buf_append_str(b, name);
-        return;
-    }
-    buf_append_char(b, '"');
-    for (const char *c = name; *c; c++) {
-        if (*c == '"')
-            buf_append_char(b, '"');
-        buf_append_char(b, *c);
-    }
-    buf_append_char(b, '"');
-}
-
-static char *quoted_table(const char *schema, const char *table)
-{
-    Buf b = BUF_INIT;
-
-    append_sql_ident(&b, schema);
-    buf_append_char(&b, '.');
-    append_sql_ident(&b, table);
-    return b.data;
-}
-
-static bool check_tables(Replication *r, const PGresult *res, PfError *err)
-{
-    Buf missing = BUF_INIT;
-    int n = PQntuples(res);
-
-    for (int i = 0; i < n; i++) {
-        const char *schema = PQgetvalue(res, i, 0);
-        const char *table = PQgetvalue(res, i, 1);
-        const char *relkind = PQgetvalue(res, i, 2);
-        const char *ident = PQgetvalue(res, i, 3);
-        bool has_pk = PQgetvalue(res, i, 4)[0] == 't';
-        char *qname;
-
-        if (PQgetisnull(res, i, 2) || !strchr("rp", relkind[0])) {
-            buf_printf(&missing, "%s%s.%s", missing.len ? ", " : "", schema, table);
-            continue;
-        }
-        if (ident[0] == 'n' || (ident[0] == 'd' && !has_pk)) {
-            qname = quoted_table(schema, table);
-            log_warning(COMPONENT,
-                        "table %s has no usable replica identity (%s): PostgreSQL will not "
-                        "stream its UPDATEs and DELETEs",
-                        qname, ident[0] == 'n' ? "REPLICA IDENTITY NOTHING" : "no primary key");
-            log_warning(COMPONENT,
-                        "HINT: ALTER TABLE %s REPLICA IDENTITY FULL; (or add a primary key)",
-                        qname);
-            free(qname);
-        }
-    }
-    if (missing.len) {
-        err_set(err, ERR_CONFIG,
-                "could not find table%s %s listed in [source] tables in database \"%s\"",
-                strchr(missing.data, ',') ? "s" : "", missing.data, r->source->dbname);
-        err_hint(err, "create the table, or fix or remove it in [source] tables (names are "
-                      "case-sensitive; write schema.table)");
-        buf_free(&missing);
-        return false;
-    }
-    return true;
-}
-
 static void send_check_slot(Replication *r)
 {
-    char *lit = PQescapeLiteral(r->conn, slot_name(r), strlen(slot_name(r)));
     Buf sql = BUF_INIT;
 
-    buf_printf(&sql,
-               "SELECT slot_type, plugin, database, active_pid FROM pg_catalog.pg_replication_slots "
-               "WHERE slot_name = %s",
-               lit ? lit : "''");
-    PQfreemem(lit);
+    repl_cmd_check_slot(&sql, r->conn, slot_name(r));
     send_command(r, STEP_CHECK_SLOT, sql.data);
     buf_free(&sql);
 }
@@ -496,21 +303,18 @@ static void send_start(Replication *r)
 {
     Buf sql = BUF_INIT;
 
-    buf_printf(&sql,
-               "START_REPLICATION SLOT %s LOGICAL 0/0 (\"format-version\" '2', "
-               "\"include-xids\" '1', \"include-timestamp\" '1', \"include-lsn\" '1', "
-               "\"include-pk\" '1', \"include-types\" '1', \"add-tables\" '",
-               slot_name(r));
-    for (size_t i = 0; i < r->cfg->source.n_tables; i++) {
-        if (i)
-            buf_append_char(&sql, ',');
-        append_w2j_name(&sql, r->cfg->source.tables[i].schema);
-        buf_append_char(&sql, '.');
-        append_w2j_name(&sql, r->cfg->source.tables[i].table);
-    }
-    buf_append_str(&sql, "')");
+    repl_cmd_start(&sql, r->cfg);
     send_command(r, STEP_START, sql.data);
     buf_free(&sql);
+}
+
+/* Classifies a failed command's result (see repl_classify_error). */
+static void result_error(Replication *r, const PGresult *res, const char *what, PfError *err,
+                         bool *busy_slot)
+{
+    char buf[ERR_MSG_SIZE];
+
+    repl_classify_error(res, conn_error(r, buf, sizeof buf), slot_name(r), what, err, busy_slot);
 }
 
 /* Handles the final result of a start-up command. */
@@ -527,32 +331,17 @@ static void handle_result(Replication *r, PGresult *res)
             retry_later(r, &err, busy);
             return;
         }
-        if (r->system_id[0] && strcmp(r->system_id, PQgetvalue(res, 0, 0)) != 0) {
-            err_set(&err, ERR_FATAL,
-                    "could not resume streaming: the server's system identifier changed from "
-                    "%s to %s (a different or restored cluster)",
-                    r->system_id, PQgetvalue(res, 0, 0));
-            err_hint(&err, "check [source] dsn; after a restore or failover the slot must be "
-                           "recreated and the sinks reloaded");
-            fail(r, &err);
-            return;
-        }
-        snprintf(r->system_id, sizeof r->system_id, "%s", PQgetvalue(res, 0, 0));
-        snprintf(r->source->system_id, sizeof r->source->system_id, "%s", r->system_id);
-        if (PQgetisnull(res, 0, 3)) {
-            err_set(&err, ERR_CONFIG,
-                    "could not start logical replication: the connection is not bound to a "
-                    "database");
-            err_hint(&err, "name the database in [source] dsn (dbname=...)");
-            fail(r, &err);
-            return;
-        }
-        snprintf(r->source->dbname, sizeof r->source->dbname, "%s", PQgetvalue(res, 0, 3));
         {
-            Lsn pos;
-            const char *x = PQgetvalue(res, 0, 2);
-            if (lsn_parse(x, strlen(x), &pos) && pos > r->server_wal_end)
-                r->server_wal_end = pos;
+            IdentifyResult id;
+            if (!repl_read_identify(res, r->system_id, &id, &err)) {
+                fail(r, &err);
+                return;
+            }
+            snprintf(r->system_id, sizeof r->system_id, "%s", id.system_id);
+            snprintf(r->source->system_id, sizeof r->source->system_id, "%s", id.system_id);
+            snprintf(r->source->dbname, sizeof r->source->dbname, "%s", id.dbname);
+            if (id.xlogpos > r->server_wal_end)
+                r->server_wal_end = id.xlogpos;
         }
         send_check_tables(r);
         return;
@@ -563,7 +352,7 @@ static void handle_result(Replication *r, PGresult *res)
             retry_later(r, &err, busy);
             return;
         }
-        if (!check_tables(r, res, &err)) {
+        if (!repl_check_tables_result(res, r->source->dbname, &err)) {
             fail(r, &err);
             return;
         }
@@ -576,36 +365,20 @@ static void handle_result(Replication *r, PGresult *res)
             retry_later(r, &err, busy);
             return;
         }
-        if (PQntuples(res) == 0) {
-            Buf sql = BUF_INIT;
-            log_info(COMPONENT, "creating replication slot \"%s\" (wal2json)", slot_name(r));
-            buf_printf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL wal2json (SNAPSHOT 'nothing')",
-                       slot_name(r));
-            send_command(r, STEP_CREATE_SLOT, sql.data);
-            buf_free(&sql);
-            return;
-        }
-        if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0 ||
-            strcmp(PQgetvalue(res, 0, 1), "wal2json") != 0) {
-            err_set(&err, ERR_CONFIG,
-                    "could not use replication slot \"%s\": it exists with type %s and plugin "
-                    "\"%s\", pgfan needs a logical slot with wal2json",
-                    slot_name(r), PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
-            err_hint(&err, "choose another name in [source] slot, or drop that slot if nothing "
-                           "uses it: SELECT pg_drop_replication_slot('%s')",
-                     slot_name(r));
-            fail(r, &err);
-            return;
-        }
-        if (strcmp(PQgetvalue(res, 0, 2), r->source->dbname) != 0) {
-            err_set(&err, ERR_CONFIG,
-                    "could not use replication slot \"%s\": it belongs to database \"%s\", not "
-                    "\"%s\"",
-                    slot_name(r), PQgetvalue(res, 0, 2), r->source->dbname);
-            err_hint(&err, "choose another name in [source] slot, or connect to database \"%s\"",
-                     PQgetvalue(res, 0, 2));
-            fail(r, &err);
-            return;
+        {
+            bool exists;
+            if (!repl_read_slot(res, slot_name(r), r->source->dbname, &exists, &err)) {
+                fail(r, &err);
+                return;
+            }
+            if (!exists) {
+                Buf sql = BUF_INIT;
+                log_info(COMPONENT, "creating replication slot \"%s\" (wal2json)", slot_name(r));
+                repl_cmd_create_slot(&sql, slot_name(r));
+                send_command(r, STEP_CREATE_SLOT, sql.data);
+                buf_free(&sql);
+                return;
+            }
         }
         send_start(r);
         return;
@@ -703,26 +476,10 @@ static void read_results(Replication *r)
 
 /* ---- streaming -------------------------------------------------------- */
 
-static uint64_t read_u64(const char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | (uint8_t)p[i];
-    return v;
-}
-
-static void write_u64(char *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (char)(v & 0xFF);
-        v >>= 8;
-    }
-}
-
 /* Sends a standby status update: write = received, flush = apply = confirmed. */
 static bool send_feedback(Replication *r, TimeUs now, PfError *err)
 {
-    char msg[34];
+    char msg[REPL_STATUS_UPDATE_SIZE];
     char buf[ERR_MSG_SIZE];
     Lsn flush = pipeline_confirmed_lsn(r->pipeline);
     Lsn write = r->received_lsn > flush ? r->received_lsn : flush;
@@ -731,12 +488,7 @@ static bool send_feedback(Replication *r, TimeUs now, PfError *err)
     /* Never report less than before: the server does not clamp. */
     if (flush < r->sent_flush_lsn)
         flush = r->sent_flush_lsn;
-    msg[0] = 'r';
-    write_u64(msg + 1, write);
-    write_u64(msg + 9, flush);
-    write_u64(msg + 17, flush);
-    write_u64(msg + 25, (uint64_t)clock_unix_to_pg(clock_wall_us()));
-    msg[33] = 0;
+    repl_encode_status_update(msg, write, flush, clock_unix_to_pg(clock_wall_us()));
     rc = PQputCopyData(r->conn, msg, (int)sizeof msg);
     if (rc <= 0) {
         /* 0: libpq's buffer is full; the next turn tries again. */
@@ -768,7 +520,7 @@ static bool handle_xlogdata(Replication *r, const char *data, int len, PfError *
     if (len < 25)
         return err_set(err, ERR_FATAL, "could not read XLogData: message of %d bytes is too short",
                        len);
-    wal_lsn = read_u64(data + 1);
+    wal_lsn = repl_read_u64(data + 1);
     if (!w2j_decode(r->decoder, data + 25, (size_t)(len - 25), wal_lsn, &change, err))
         return false;
     if (change.kind == CHANGE_COMMIT && change.end_lsn > r->received_lsn)
@@ -784,7 +536,7 @@ static void handle_keepalive(Replication *r, const char *data, int len)
 
     if (len < 18)
         return;
-    wal_end = read_u64(data + 1);
+    wal_end = repl_read_u64(data + 1);
     if (wal_end > r->server_wal_end)
         r->server_wal_end = wal_end;
     /* Everything before wal_end has arrived (TCP order); the pipeline
@@ -966,7 +718,9 @@ void repl_start(Replication *r)
 {
     PfError err;
 
-    if (!build_session_options(r, &err)) {
+    free(r->session_options);
+    r->session_options = repl_session_options(r->cfg->source.dsn, &err);
+    if (!r->session_options) {
         fail(r, &err);
         return;
     }

@@ -1,0 +1,325 @@
+/*
+ * repl_protocol.c - what goes over the replication connection and what
+ * comes back: the texts of the start-up commands, the reading of their
+ * answers (which tables exist and can be streamed, whether the slot fits,
+ * what a server error means for pgfan: retry, wait as standby, or stop) and
+ * the binary CopyBoth messages (big-endian).
+ */
+#include "repl_protocol.h"
+
+#include "../common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMPONENT "replication"
+
+/* Trims libpq's trailing newline from an error text. */
+void repl_copy_trimmed(char *dst, size_t size, const char *src)
+{
+    size_t n;
+
+    snprintf(dst, size, "%s", src ? src : "");
+    n = strlen(dst);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+        dst[--n] = '\0';
+}
+
+void repl_classify_error(const PGresult *res, const char *conn_message, const char *slot,
+                         const char *what, PfError *err, bool *busy_slot)
+{
+    const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    char msg[ERR_MSG_SIZE];
+
+    *busy_slot = false;
+    /* The primary message only: one line; the server's own HINT is replaced by ours. */
+    if (res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
+        repl_copy_trimmed(msg, sizeof msg, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    else
+        repl_copy_trimmed(msg, sizeof msg, res ? PQresultErrorMessage(res) : conn_message);
+    if (!msg[0])
+        snprintf(msg, sizeof msg, "connection lost");
+
+    if (sqlstate && strcmp(sqlstate, "55006") == 0) {
+        *busy_slot = true;
+        err_set(err, ERR_RETRY, "replication slot \"%s\" is held by another consumer: %s",
+                slot, msg);
+        err_hint(err, "another pgfan (or other client) is streaming from this slot; this one "
+                      "waits and takes over when it stops");
+        return;
+    }
+    if (strstr(msg, "may not be used as an output plugin")) {
+        err_set(err, ERR_FATAL, "could not %s: PostgreSQL refuses wal2json as an output plugin (%s)",
+                what, msg);
+        err_hint(err, "add wal2json to output_plugin_libraries in postgresql.conf, e.g. "
+                      "output_plugin_libraries = 'pgoutput, test_decoding, wal2json', then "
+                      "reload the server (SELECT pg_reload_conf())");
+        return;
+    }
+    if (strstr(msg, "could not access file \"wal2json\"")) {
+        err_set(err, ERR_FATAL, "could not %s: wal2json is not installed on the server (%s)", what,
+                msg);
+        err_hint(err, "install the package postgresql-15-wal2json on the database server");
+        return;
+    }
+    if (sqlstate && (strcmp(sqlstate, "42501") == 0 || strcmp(sqlstate, "28000") == 0)) {
+        err_set(err, ERR_FATAL, "could not %s: %s", what, msg);
+        err_hint(err, "the role in [source] dsn needs the REPLICATION attribute: ALTER ROLE ... "
+                      "REPLICATION");
+        return;
+    }
+    err_set(err, ERR_RETRY, "could not %s: %s", what, msg);
+}
+
+/* wal2json add-tables syntax: backslash before every special character. */
+static void append_w2j_name(Buf *b, const char *name)
+{
+    for (const char *c = name; *c; c++) {
+        if (strchr(" ',.*\\", *c))
+            buf_append_char(b, '\\');
+        if (*c == '\'')
+            buf_append_char(b, '\''); /* doubled: the value is an SQL string literal */
+        buf_append_char(b, *c);
+    }
+}
+
+void repl_cmd_check_tables(Buf *out, PGconn *conn, const Config *cfg)
+{
+    buf_append_str(out, "SELECT t.schema_name, t.table_name, c.relkind, c.relreplident, "
+                        "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
+                        "AND i.indisprimary) FROM (VALUES ");
+    for (size_t i = 0; i < cfg->source.n_tables; i++) {
+        const TableName *t = &cfg->source.tables[i];
+        char *s = PQescapeLiteral(conn, t->schema, strlen(t->schema));
+        char *n = PQescapeLiteral(conn, t->table, strlen(t->table));
+
+        buf_printf(out, "%s(%d, %s, %s)", i ? ", " : "", (int)i, s ? s : "''", n ? n : "''");
+        PQfreemem(s);
+        PQfreemem(n);
+    }
+    buf_append_str(out, ") AS t(ord, schema_name, table_name) "
+                        "LEFT JOIN pg_catalog.pg_namespace ns ON ns.nspname = t.schema_name "
+                        "LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid "
+                        "AND c.relname = t.table_name ORDER BY t.ord");
+}
+
+void repl_cmd_check_slot(Buf *out, PGconn *conn, const char *slot)
+{
+    char *lit = PQescapeLiteral(conn, slot, strlen(slot));
+
+    buf_printf(out,
+               "SELECT slot_type, plugin, database, active_pid FROM pg_catalog.pg_replication_slots "
+               "WHERE slot_name = %s",
+               lit ? lit : "''");
+    PQfreemem(lit);
+}
+
+void repl_cmd_create_slot(Buf *out, const char *slot)
+{
+    /* The slot name is validated by the config ([a-z0-9_]): no quoting needed. */
+    buf_printf(out, "CREATE_REPLICATION_SLOT %s LOGICAL wal2json (SNAPSHOT 'nothing')", slot);
+}
+
+void repl_cmd_start(Buf *out, const Config *cfg)
+{
+    buf_printf(out,
+               "START_REPLICATION SLOT %s LOGICAL 0/0 (\"format-version\" '2', "
+               "\"include-xids\" '1', \"include-timestamp\" '1', \"include-lsn\" '1', "
+               "\"include-pk\" '1', \"include-types\" '1', \"add-tables\" '",
+               cfg->source.slot);
+    for (size_t i = 0; i < cfg->source.n_tables; i++) {
+        if (i)
+            buf_append_char(out, ',');
+        append_w2j_name(out, cfg->source.tables[i].schema);
+        buf_append_char(out, '.');
+        append_w2j_name(out, cfg->source.tables[i].table);
+    }
+    buf_append_str(out, "')");
+}
+
+/* Appends an SQL identifier, quoted only when it has to be (for hints people copy). */
+static void append_sql_ident(Buf *b, const char *name)
+{
+    bool plain = (*name >= 'a' && *name <= 'z') || *name == '_';
+
+    for (const char *c = name; *c && plain; c++)
+        plain = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
+    if (plain) {
+        buf_append_str(b, name);
+        return;
+    }
+    buf_append_char(b, '"');
+    for (const char *c = name; *c; c++) {
+        if (*c == '"')
+            buf_append_char(b, '"');
+        buf_append_char(b, *c);
+    }
+    buf_append_char(b, '"');
+}
+
+static char *quoted_table(const char *schema, const char *table)
+{
+    Buf b = BUF_INIT;
+
+    append_sql_ident(&b, schema);
+    buf_append_char(&b, '.');
+    append_sql_ident(&b, table);
+    return b.data;
+}
+
+bool repl_check_tables_result(const PGresult *res, const char *dbname, PfError *err)
+{
+    Buf missing = BUF_INIT;
+    int n = PQntuples(res);
+
+    for (int i = 0; i < n; i++) {
+        const char *schema = PQgetvalue(res, i, 0);
+        const char *table = PQgetvalue(res, i, 1);
+        const char *relkind = PQgetvalue(res, i, 2);
+        const char *ident = PQgetvalue(res, i, 3);
+        bool has_pk = PQgetvalue(res, i, 4)[0] == 't';
+        char *qname;
+
+        if (PQgetisnull(res, i, 2) || !strchr("rp", relkind[0])) {
+            buf_printf(&missing, "%s%s.%s", missing.len ? ", " : "", schema, table);
+            continue;
+        }
+        if (ident[0] == 'n' || (ident[0] == 'd' && !has_pk)) {
+            qname = quoted_table(schema, table);
+            log_warning(COMPONENT,
+                        "table %s has no usable replica identity (%s): PostgreSQL will not "
+                        "stream its UPDATEs and DELETEs",
+                        qname, ident[0] == 'n' ? "REPLICA IDENTITY NOTHING" : "no primary key");
+            log_warning(COMPONENT,
+                        "HINT: ALTER TABLE %s REPLICA IDENTITY FULL; (or add a primary key)",
+                        qname);
+            free(qname);
+        }
+    }
+    if (missing.len) {
+        err_set(err, ERR_CONFIG,
+                "could not find table%s %s listed in [source] tables in database \"%s\"",
+                strchr(missing.data, ',') ? "s" : "", missing.data, dbname);
+        err_hint(err, "create the table, or fix or remove it in [source] tables (names are "
+                      "case-sensitive; write schema.table)");
+        buf_free(&missing);
+        return false;
+    }
+    return true;
+}
+
+
+bool repl_read_identify(const PGresult *res, const char *prev_system_id, IdentifyResult *out,
+                        PfError *err)
+{
+    const char *sysid, *pos;
+
+    if (PQntuples(res) != 1 || PQnfields(res) < 4)
+        return err_set(err, ERR_FATAL,
+                       "could not identify the server: IDENTIFY_SYSTEM returned %d rows of %d "
+                       "columns",
+                       PQntuples(res), PQnfields(res));
+    sysid = PQgetvalue(res, 0, 0);
+    if (prev_system_id[0] && strcmp(prev_system_id, sysid) != 0) {
+        err_set(err, ERR_FATAL,
+                "could not resume streaming: the server's system identifier changed from %s to "
+                "%s (a different or restored cluster)",
+                prev_system_id, sysid);
+        err_hint(err, "check [source] dsn; after a restore or failover the slot must be "
+                      "recreated and the sinks reloaded");
+        return false;
+    }
+    if (PQgetisnull(res, 0, 3)) {
+        err_set(err, ERR_CONFIG,
+                "could not start logical replication: the connection is not bound to a database");
+        err_hint(err, "name the database in [source] dsn (dbname=...)");
+        return false;
+    }
+    snprintf(out->system_id, sizeof out->system_id, "%s", sysid);
+    snprintf(out->dbname, sizeof out->dbname, "%s", PQgetvalue(res, 0, 3));
+    pos = PQgetvalue(res, 0, 2);
+    if (!lsn_parse(pos, strlen(pos), &out->xlogpos))
+        out->xlogpos = LSN_INVALID;
+    return true;
+}
+
+bool repl_read_slot(const PGresult *res, const char *slot, const char *dbname, bool *exists,
+                    PfError *err)
+{
+    *exists = PQntuples(res) > 0;
+    if (!*exists)
+        return true;
+    if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0 ||
+        strcmp(PQgetvalue(res, 0, 1), "wal2json") != 0) {
+        err_set(err, ERR_CONFIG,
+                "could not use replication slot \"%s\": it exists with type %s and plugin "
+                "\"%s\", pgfan needs a logical slot with wal2json",
+                slot, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+        err_hint(err, "choose another name in [source] slot, or drop that slot if nothing uses "
+                      "it: SELECT pg_drop_replication_slot('%s')",
+                 slot);
+        return false;
+    }
+    if (strcmp(PQgetvalue(res, 0, 2), dbname) != 0) {
+        err_set(err, ERR_CONFIG,
+                "could not use replication slot \"%s\": it belongs to database \"%s\", not "
+                "\"%s\"",
+                slot, PQgetvalue(res, 0, 2), dbname);
+        err_hint(err, "choose another name in [source] slot, or connect to database \"%s\"",
+                 PQgetvalue(res, 0, 2));
+        return false;
+    }
+    return true;
+}
+
+char *repl_session_options(const char *dsn, PfError *err)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &errmsg);
+    Buf b = BUF_INIT;
+
+    if (!opts) {
+        err_set(err, ERR_CONFIG, "could not parse [source] dsn: %s",
+                errmsg ? errmsg : "out of memory");
+        err_hint(err, "write a libpq connection string (host=... dbname=... user=...) or a "
+                      "postgresql:// URI");
+        PQfreemem(errmsg);
+        return NULL;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
+            buf_printf(&b, "%s ", o->val);
+    }
+    PQconninfoFree(opts);
+    buf_append_str(&b, REPL_SESSION_OPTIONS);
+    return b.data;
+}
+
+uint64_t repl_read_u64(const char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | (uint8_t)p[i];
+    return v;
+}
+
+static void write_u64(char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (char)(v & 0xFF);
+        v >>= 8;
+    }
+}
+
+void repl_encode_status_update(char out[REPL_STATUS_UPDATE_SIZE], Lsn write, Lsn flush,
+                               int64_t pg_now)
+{
+    out[0] = 'r';
+    write_u64(out + 1, write);
+    write_u64(out + 9, flush);
+    write_u64(out + 17, flush);
+    write_u64(out + 25, (uint64_t)pg_now);
+    out[33] = 0; /* no reply requested */
+}
