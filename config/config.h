@@ -19,6 +19,7 @@
 #ifndef PGFAN_CONFIG_H
 #define PGFAN_CONFIG_H
 
+#include "../common/buf.h"
 #include "../common/clock.h"
 #include "../common/error.h"
 #include "../common/log.h"
@@ -86,6 +87,13 @@ void config_free(Config *cfg);
  * and secret options become "*****").
  */
 void config_print(const Config *cfg, FILE *out);
+
+/*
+ * Appends schema.table as SQL, each part double-quoted only when PostgreSQL
+ * needs it (capitals, spaces, dots, quotes...): for messages and hints that
+ * people copy into psql.
+ */
+void config_append_qualified(Buf *out, const char *schema, const char *table);
 
 /*
  * Returns a copy of a libpq conninfo string with any password value

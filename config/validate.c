@@ -411,6 +411,13 @@ void config_append_ident(Buf *out, const char *ident)
     buf_append_char(out, '"');
 }
 
+void config_append_qualified(Buf *out, const char *schema, const char *table)
+{
+    config_append_ident(out, schema);
+    buf_append_char(out, '.');
+    config_append_ident(out, table);
+}
+
 void config_print_tables(const Config *cfg, Buf *out)
 {
     for (size_t i = 0; i < cfg->source.n_tables; i++) {

@@ -138,36 +138,6 @@ void repl_cmd_start(Buf *out, const Config *cfg)
     buf_append_str(out, "')");
 }
 
-/* Appends an SQL identifier, quoted only when it has to be (for hints people copy). */
-static void append_sql_ident(Buf *b, const char *name)
-{
-    bool plain = (*name >= 'a' && *name <= 'z') || *name == '_';
-
-    for (const char *c = name; *c && plain; c++)
-        plain = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
-    if (plain) {
-        buf_append_str(b, name);
-        return;
-    }
-    buf_append_char(b, '"');
-    for (const char *c = name; *c; c++) {
-        if (*c == '"')
-            buf_append_char(b, '"');
-        buf_append_char(b, *c);
-    }
-    buf_append_char(b, '"');
-}
-
-static char *quoted_table(const char *schema, const char *table)
-{
-    Buf b = BUF_INIT;
-
-    append_sql_ident(&b, schema);
-    buf_append_char(&b, '.');
-    append_sql_ident(&b, table);
-    return b.data;
-}
-
 bool repl_check_tables_result(const PGresult *res, const char *dbname, PfError *err)
 {
     Buf missing = BUF_INIT;
@@ -179,22 +149,22 @@ bool repl_check_tables_result(const PGresult *res, const char *dbname, PfError *
         const char *relkind = PQgetvalue(res, i, 2);
         const char *ident = PQgetvalue(res, i, 3);
         bool has_pk = PQgetvalue(res, i, 4)[0] == 't';
-        char *qname;
+        Buf qname = BUF_INIT;
 
         if (PQgetisnull(res, i, 2) || !strchr("rp", relkind[0])) {
             buf_printf(&missing, "%s%s.%s", missing.len ? ", " : "", schema, table);
             continue;
         }
         if (ident[0] == 'n' || (ident[0] == 'd' && !has_pk)) {
-            qname = quoted_table(schema, table);
+            config_append_qualified(&qname, schema, table);
             log_warning(COMPONENT,
                         "table %s has no usable replica identity (%s): PostgreSQL will not "
                         "stream its UPDATEs and DELETEs",
-                        qname, ident[0] == 'n' ? "REPLICA IDENTITY NOTHING" : "no primary key");
+                        qname.data, ident[0] == 'n' ? "REPLICA IDENTITY NOTHING" : "no primary key");
             log_warning(COMPONENT,
                         "HINT: ALTER TABLE %s REPLICA IDENTITY FULL; (or add a primary key)",
-                        qname);
-            free(qname);
+                        qname.data);
+            buf_free(&qname);
         }
     }
     if (missing.len) {

@@ -3,7 +3,7 @@
  *
  * Not part of the test suite. Build and run:
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -o /tmp/bench_decoder tests/bench/bench_decoder.c \
- *       decoder/{change,values,wal2json}.c common/{buf,clock,error,lsn,mem}.c
+ *       decoder/{change,json,values,wal2json}.c common/{buf,clock,error,lsn,mem}.c
  *   /tmp/bench_decoder [iterations]
  * The line is the 8-column orders INSERT of baseline.md section 6 (~670 bytes,
  * types and pk included), the hot path of the daemon (~40k messages/s).
