@@ -81,6 +81,9 @@ bool config_load(const char *path, Config **out, PfError *err);
 
 void config_free(Config *cfg);
 
+/* Whether [sink.NAME] is enabled (its section appeared, or it is the default). */
+bool config_sink_enabled(const Config *cfg, const char *sink);
+
 /*
  * Prints the effective configuration as INI, every option with its value
  * (defaults included) and secrets redacted (passwords in conninfo strings

@@ -143,6 +143,18 @@ const OptOrder config_orders[] = {
 const size_t config_n_orders = sizeof config_orders / sizeof config_orders[0];
 // clang-format on
 
+bool config_sink_enabled(const Config *cfg, const char *sink)
+{
+    char name[64];
+    const SectionDef *sec;
+
+    snprintf(name, sizeof name, "sink.%s", sink);
+    sec = config_find_section(name);
+    if (!sec || !sec->is_sink)
+        return false;
+    return *(const bool *)(const void *)((const char *)cfg + sec->enabled_offset);
+}
+
 const SectionDef *config_find_section(const char *name)
 {
     for (size_t i = 0; i < config_n_sections; i++) {

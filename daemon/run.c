@@ -257,7 +257,7 @@ static bool open_sinks(Daemon *d, PfError *err)
         const SinkOps *ops = sink_lookup(names[i]);
         void *self;
 
-        if (strcmp(names[i], "file") == 0 && !d->cfg->file.enabled)
+        if (!config_sink_enabled(d->cfg, names[i]))
             continue;
         self = ops->open(&ctx, err);
         if (!self) {

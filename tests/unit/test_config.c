@@ -160,6 +160,8 @@ START_TEST(test_defaults)
     ck_assert_str_eq(cfg->status.socket, "/run/pgfan/status.sock");
     ck_assert_int_eq(cfg->log.level, LOG_LEVEL_INFO);
     ck_assert(cfg->file.enabled); /* no sink section: the file sink with defaults */
+    ck_assert(config_sink_enabled(cfg, "file"));
+    ck_assert(!config_sink_enabled(cfg, "nosuchsink"));
     ck_assert_str_eq(cfg->file.path, "changes.ndjson");
     ck_assert_int_eq(cfg->file.fsync_interval, 100 * USECS_PER_MSEC);
     ck_assert_uint_eq(cfg->file.max_buffer_bytes, 8 * 1024 * 1024);
