@@ -10,6 +10,7 @@
 #include "status_client.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define EXIT_USAGE 2
@@ -22,6 +23,9 @@ static const char usage_text[] =
     "  pgfan check-config -c FILE           validate FILE, print the effective configuration\n"
     "                                       (secrets redacted); exit 0 when valid, 2 otherwise\n"
     "  pgfan status [-s SOCKET] [--json]    show replication and sink state of a running pgfan\n"
+    "  pgfan status [-s SOCKET] --check [--max-lag-seconds N] [--max-lag-bytes B]\n"
+    "                                       health check for probes and monitoring: exit 0\n"
+    "                                       healthy, 1 unhealthy (reason on one line), 2 no answer\n"
     "  pgfan --version | --help\n"
     "\n"
     "Options:\n"
@@ -30,6 +34,7 @@ static const char usage_text[] =
     "  -s, --socket PATH    status socket (default: [status] socket of -c FILE, else\n"
     "                       /run/pgfan/status.sock)\n"
     "  --json               print the status document as JSON\n"
+    "  --check              healthy = streaming, no failed sink, lag within the limits\n"
     "\n"
     "Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration.\n";
 
@@ -88,11 +93,25 @@ static int cmd_run_or_check(int argc, char **argv, bool run)
     return rc;
 }
 
+/* Parses a non-negative number for --max-lag-*; false when it is not one. */
+static bool parse_limit(const char *text, double *out)
+{
+    char *end;
+    double v = strtod(text, &end);
+
+    if (end == text || *end != '\0' || v < 0)
+        return false;
+    *out = v;
+    return true;
+}
+
 static int cmd_status(int argc, char **argv)
 {
     const char *socket_path = NULL;
     const char *config_path = NULL;
     bool json = false;
+    bool check = false;
+    StatusCheck limits = {-1, -1};
     Config *cfg = NULL;
     int rc;
 
@@ -103,9 +122,20 @@ static int cmd_status(int argc, char **argv)
             config_path = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             json = true;
-        else
+        else if (strcmp(argv[i], "--check") == 0)
+            check = true;
+        else if (strcmp(argv[i], "--max-lag-seconds") == 0 && i + 1 < argc) {
+            if (!parse_limit(argv[++i], &limits.max_lag_seconds))
+                return usage_error("--max-lag-seconds needs a number of seconds >= 0, not",
+                                   argv[i]);
+        } else if (strcmp(argv[i], "--max-lag-bytes") == 0 && i + 1 < argc) {
+            if (!parse_limit(argv[++i], &limits.max_lag_bytes))
+                return usage_error("--max-lag-bytes needs a number of bytes >= 0, not", argv[i]);
+        } else
             return usage_error("unexpected argument", argv[i]);
     }
+    if (!check && (limits.max_lag_seconds >= 0 || limits.max_lag_bytes >= 0))
+        return usage_error("--max-lag-seconds and --max-lag-bytes go with --check", NULL);
     if (!socket_path && config_path) {
         rc = load_config(config_path, &cfg);
         if (rc != 0)
@@ -114,7 +144,7 @@ static int cmd_status(int argc, char **argv)
     }
     if (!socket_path)
         socket_path = "/run/pgfan/status.sock";
-    rc = status_client_run(socket_path, json, false, stdout, stderr);
+    rc = status_client_run(socket_path, json, check ? &limits : NULL, stdout, stderr);
     config_free(cfg);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include "../common/log.h"
 #include "../common/mem.h"
 #include "loop.h"
+#include "notify.h"
 #include "pipeline.h"
 #include "replication.h"
 #include "status.h"
@@ -51,6 +52,11 @@ typedef struct Daemon {
     int exit_code;
     PfError fatal;
     bool has_fatal;
+
+    bool ready_sent;         /* READY=1 went to systemd */
+    TimeUs watchdog_every;   /* 0: no watchdog */
+    TimeUs watchdog_next;
+    TimeUs status_next;      /* next STATUS= line */
 } Daemon;
 
 static void stop_with(Daemon *d, const PfError *err)
@@ -70,6 +76,8 @@ static void begin_shutdown(Daemon *d)
     if (d->phase != PHASE_RUNNING)
         return;
     log_info(COMPONENT, "stopping: finishing the open transaction, then draining the sinks");
+    notify_stopping();
+    notify_status("stopping: draining the sinks");
     d->phase = PHASE_DRAINING;
     d->drain_deadline = clock_mono_us() + d->cfg->source.shutdown_timeout;
     repl_stop_reading(d->repl);
@@ -184,6 +192,43 @@ static void render_status(void *arg, Buf *out)
     buf_append_str(out, "]}");
 }
 
+/*
+ * systemd: READY=1 once streaming (or standing by for the slot: a standby is
+ * a healthy service), a STATUS= line at most once a second, and WATCHDOG=1
+ * while this loop keeps turning. Returns the next deadline it needs.
+ */
+static TimeUs tell_systemd(Daemon *d, TimeUs now)
+{
+    ReplState st = repl_state(d->repl);
+    TimeUs next = TIME_NEVER;
+
+    if (!d->ready_sent && (st == REPL_STREAMING || st == REPL_WAITING_FOR_SLOT)) {
+        notify_ready();
+        d->ready_sent = true;
+    }
+    if (d->phase == PHASE_RUNNING && now >= d->status_next) {
+        char text[256], lsn[LSN_TEXT_SIZE];
+
+        snprintf(text, sizeof text, "%s: confirmed %s, lag %.1f s, %zu transactions in flight",
+                 repl_state_name(st), lsn_format(repl_sent_flush_lsn(d->repl), lsn),
+                 (double)pipeline_lag_us(d->pipeline, clock_wall_us()) / USECS_PER_SEC,
+                 pipeline_inflight(d->pipeline));
+        notify_status(text);
+        d->status_next = now + USECS_PER_SEC;
+    }
+    if (d->phase == PHASE_RUNNING)
+        next = d->status_next;
+    if (d->watchdog_every > 0) {
+        if (now >= d->watchdog_next) {
+            notify_watchdog();
+            d->watchdog_next = now + d->watchdog_every;
+        }
+        if (d->watchdog_next < next)
+            next = d->watchdog_next;
+    }
+    return next;
+}
+
 /* Runs after every loop turn: drive sinks, advance, feedback, shutdown steps. */
 static TimeUs daemon_hook(void *arg, TimeUs now)
 {
@@ -199,6 +244,9 @@ static TimeUs daemon_hook(void *arg, TimeUs now)
         return now;
     }
     repl_next = repl_poll(d->repl, now);
+    if (repl_next < next)
+        next = repl_next;
+    repl_next = tell_systemd(d, now);
     if (repl_next < next)
         next = repl_next;
 
@@ -323,6 +371,7 @@ int daemon_run(const Config *cfg)
         cleanup(&d);
         return err_exit_code(&err);
     }
+    d.watchdog_every = notify_watchdog_interval();
     loop_add_hook(d.loop, daemon_hook, &d);
     log_info(COMPONENT, "pgfan %s starting: slot \"%s\", %zu table%s, status socket %s",
              PGFAN_VERSION, cfg->source.slot, cfg->source.n_tables,

@@ -666,8 +666,86 @@ static void report(FILE *errout, const PfError *err)
     fflush(errout);
 }
 
+/* Number at key of obj, or fallback when missing or not a number. */
+static double num_field(const Doc *d, int obj, const char *key, double fallback)
+{
+    int i = obj_get(d, obj, key);
+    char text[64];
+    char *end;
+    double v;
+    size_t len;
+
+    if (i < 0 || d->tok[i].type != JSMN_PRIMITIVE)
+        return fallback;
+    len = (size_t)(d->tok[i].end - d->tok[i].start);
+    if (len == 0 || len >= sizeof text)
+        return fallback;
+    memcpy(text, d->js + d->tok[i].start, len);
+    text[len] = '\0';
+    v = strtod(text, &end);
+    return *end == '\0' ? v : fallback;
+}
+
+/* The health verdict of `pgfan status --check`: one line into out. */
+static int check_document(const Doc *d, const StatusCheck *check, Buf *out)
+{
+    Buf state = BUF_INIT, detail = BUF_INIT;
+    double lag_s = num_field(d, 0, "lag_seconds", 0);
+    double lag_b = num_field(d, 0, "lag_bytes", 0);
+    int sinks = obj_get(d, 0, "sinks");
+    int code = STATUS_EXIT_UNHEALTHY;
+
+    field(d, 0, "state", &state);
+    if (strcmp(state.data, "streaming") != 0) {
+        field(d, 0, "last_error", &detail);
+        buf_printf(out, "UNHEALTHY: state is %s", state.data);
+        if (strcmp(detail.data, "-") != 0)
+            buf_printf(out, ": %s", detail.data);
+        goto done;
+    }
+    if (sinks >= 0 && d->tok[sinks].type == JSMN_ARRAY) {
+        int i = sinks + 1;
+        for (int k = 0; k < d->tok[sinks].size; k++) {
+            Buf name = BUF_INIT, sstate = BUF_INIT;
+            bool failed;
+
+            field(d, i, "name", &name);
+            field(d, i, "state", &sstate);
+            failed = strcmp(sstate.data, "failed") == 0;
+            if (failed) {
+                buf_reset(&detail);
+                field(d, i, "last_error", &detail);
+                buf_printf(out, "UNHEALTHY: sink %s failed: %s", name.data, detail.data);
+            }
+            buf_free(&name);
+            buf_free(&sstate);
+            if (failed)
+                goto done;
+            i = tok_skip(d, i);
+        }
+    }
+    if (check->max_lag_seconds >= 0 && lag_s > check->max_lag_seconds) {
+        buf_printf(out, "UNHEALTHY: lag %.3f s exceeds --max-lag-seconds %g", lag_s,
+                   check->max_lag_seconds);
+        goto done;
+    }
+    if (check->max_lag_bytes >= 0 && lag_b > check->max_lag_bytes) {
+        buf_printf(out, "UNHEALTHY: lag %.0f bytes exceeds --max-lag-bytes %.0f", lag_b,
+                   check->max_lag_bytes);
+        goto done;
+    }
+    buf_printf(out, "OK: streaming, lag %.3f s, %.0f bytes", lag_s, lag_b);
+    code = STATUS_EXIT_OK;
+done:
+    buf_append_char(out, '\n');
+    buf_free(&state);
+    buf_free(&detail);
+    return code;
+}
+
 /* Validates the document and renders what the mode asks for into out. */
-static int format_document(const char *path, const Buf *doc, bool json, Buf *out, PfError *err)
+static int format_document(const char *path, const Buf *doc, bool json, const StatusCheck *check,
+                           Buf *out, PfError *err)
 {
     size_t len = doc->len;
     size_t where = 0;
@@ -704,6 +782,11 @@ static int format_document(const char *path, const Buf *doc, bool json, Buf *out
                 path);
         return STATUS_EXIT_BAD_DOCUMENT;
     }
+    if (check) {
+        int code = check_document(&d, check, out);
+        free(d.tok);
+        return code;
+    }
     if (json) {
         buf_append(out, doc->data, len);
         buf_append_char(out, '\n');
@@ -714,8 +797,8 @@ static int format_document(const char *path, const Buf *doc, bool json, Buf *out
     return STATUS_EXIT_OK;
 }
 
-int status_client_run_timeout(const char *path, bool json, bool check_only, TimeUs timeout,
-                              FILE *out, FILE *errout)
+int status_client_run_timeout(const char *path, bool json, const StatusCheck *check,
+                              TimeUs timeout, FILE *out, FILE *errout)
 {
     PfError err;
     Buf doc = BUF_INIT;
@@ -723,7 +806,6 @@ int status_client_run_timeout(const char *path, bool json, bool check_only, Time
     int code = STATUS_EXIT_OK;
     int fd;
 
-    (void)check_only; /* --check health rules come later; until then it is the table mode */
     err_clear(&err);
     fd = connect_socket(path, timeout, &err);
     if (fd < 0) {
@@ -731,22 +813,23 @@ int status_client_run_timeout(const char *path, bool json, bool check_only, Time
         return STATUS_EXIT_UNREACHABLE;
     }
     if (read_document(fd, path, timeout, &doc, &code, &err))
-        code = format_document(path, &doc, json, &text, &err);
+        code = format_document(path, &doc, json, check, &text, &err);
     close(fd);
-    if (code == STATUS_EXIT_OK) {
+    if (text.len > 0) {
         if (fwrite(text.data, 1, text.len, out) != text.len || fflush(out) != 0) {
             err_set(&err, ERR_FATAL, "could not write status output: %s", strerror(errno));
             code = STATUS_EXIT_BAD_DOCUMENT;
         }
     }
-    if (code != STATUS_EXIT_OK)
+    if (code != STATUS_EXIT_OK && err.msg[0])
         report(errout, &err);
     buf_free(&doc);
     buf_free(&text);
     return code;
 }
 
-int status_client_run(const char *path, bool json, bool check_only, FILE *out, FILE *errout)
+int status_client_run(const char *path, bool json, const StatusCheck *check, FILE *out,
+                      FILE *errout)
 {
-    return status_client_run_timeout(path, json, check_only, STATUS_CLIENT_TIMEOUT, out, errout);
+    return status_client_run_timeout(path, json, check, STATUS_CLIENT_TIMEOUT, out, errout);
 }

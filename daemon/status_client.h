@@ -24,7 +24,19 @@
 /* Exit codes of status_client_run(). */
 #define STATUS_EXIT_OK 0
 #define STATUS_EXIT_BAD_DOCUMENT 1 /* not valid JSON, not an object, empty, too large */
+#define STATUS_EXIT_UNHEALTHY 1    /* --check: the daemon answered but is not healthy */
 #define STATUS_EXIT_UNREACHABLE 2  /* cannot connect, or the connection failed or timed out */
+
+/*
+ * `pgfan status --check`: the daemon is healthy when its state is
+ * "streaming", no sink is "failed", and the lag is within the limits given
+ * (a negative limit is no limit). One line is printed: "OK: ..." or
+ * "UNHEALTHY: <reason>".
+ */
+typedef struct StatusCheck {
+    double max_lag_seconds;
+    double max_lag_bytes;
+} StatusCheck;
 
 /* Larger documents are refused (STATUS_EXIT_BAD_DOCUMENT). */
 #define STATUS_CLIENT_MAX_DOC (1024 * 1024)
@@ -34,15 +46,16 @@
 
 /*
  * Reads the document from the socket at path and prints it to out.
- * json: print the document as received (trailing whitespace replaced by one
- * newline). Otherwise print the table. check_only is reserved for
- * `pgfan status --check`; for now it prints the table like the default mode.
+ * check != NULL: print the health verdict (see StatusCheck) and return
+ * STATUS_EXIT_UNHEALTHY when unhealthy. Otherwise json: print the document
+ * as received (trailing whitespace replaced by one newline), else the table.
  * Returns one of the STATUS_EXIT_* codes.
  */
-int status_client_run(const char *path, bool json, bool check_only, FILE *out, FILE *errout);
+int status_client_run(const char *path, bool json, const StatusCheck *check, FILE *out,
+                      FILE *errout);
 
 /* Same, with the connect and read timeout given (tests use short ones). */
-int status_client_run_timeout(const char *path, bool json, bool check_only, TimeUs timeout,
-                              FILE *out, FILE *errout);
+int status_client_run_timeout(const char *path, bool json, const StatusCheck *check,
+                              TimeUs timeout, FILE *out, FILE *errout);
 
 #endif

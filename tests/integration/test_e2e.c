@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -532,10 +534,17 @@ START_TEST(test_status_command)
     ck_assert(h_file_contains(json.data, "\"events\":1"));
     ck_assert(h_file_contains(table.data, "streaming"));
     ck_assert(h_file_contains(table.data, "SINK"));
-    stop_pgfan(pid);
-    /* The socket is gone with the daemon: exit 2. */
     {
-        const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, NULL};
+        const char *argv[] = {h_pgfan_bin(), "status",          "-s", sock.data, "--check",
+                              "--max-lag-seconds", "300", NULL};
+        st = h_spawn(argv, table.data);
+        ck_assert_int_eq(h_wait_exit(st, WAIT_MS), 0);
+        ck_assert(h_file_contains(table.data, "OK: streaming"));
+    }
+    stop_pgfan(pid);
+    /* The socket is gone with the daemon: exit 2 (also for --check). */
+    {
+        const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, "--check", NULL};
         st = h_spawn(argv, table.data);
         ck_assert_int_eq(h_wait_exit(st, WAIT_MS), 2);
     }
@@ -620,6 +629,67 @@ START_TEST(test_backpressure_keeps_connection_alive)
 }
 END_TEST
 
+typedef struct NotifyWait {
+    int fd;
+    Buf seen; /* every datagram, one per line */
+    const char *want;
+} NotifyWait;
+
+static bool notify_seen(void *arg)
+{
+    NotifyWait *w = arg;
+    char msg[1024];
+    ssize_t n;
+
+    while ((n = recv(w->fd, msg, sizeof msg - 1, MSG_DONTWAIT)) > 0) {
+        msg[n] = '\0';
+        buf_printf(&w->seen, "%s\n", msg);
+    }
+    return w->seen.data && strstr(w->seen.data, w->want) != NULL;
+}
+
+static void wait_notify(NotifyWait *w, const char *want)
+{
+    w->want = want;
+    ck_assert_msg(h_wait_until(notify_seen, w, WAIT_MS), "never got %s; got:\n%s", want,
+                  w->seen.data ? w->seen.data : "");
+}
+
+START_TEST(test_systemd_notify)
+{
+    Env e = env_new("e2e_notify", "CREATE TABLE orders(id bigint PRIMARY KEY)", "public.orders",
+                    NULL);
+    struct sockaddr_un addr;
+    NotifyWait w = {-1, BUF_INIT, NULL};
+    pid_t pid;
+
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s/notify.sock", e.dir);
+    w.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(w.fd, 0);
+    ck_assert_int_eq(bind(w.fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    /* This test runs in its own forked process: the environment is ours. */
+    setenv("NOTIFY_SOCKET", addr.sun_path, 1);
+    setenv("WATCHDOG_USEC", "200000", 1);
+    pid = start_pgfan(&e, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+
+    wait_notify(&w, "READY=1");
+    wait_notify(&w, "STATUS=streaming: confirmed");
+    /* 100 ms watchdog period: several pings within a second. */
+    buf_reset(&w.seen);
+    wait_notify(&w, "WATCHDOG=1\nWATCHDOG=1\nWATCHDOG=1");
+    h_kill(pid, SIGTERM);
+    wait_notify(&w, "STOPPING=1");
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
+    close(w.fd);
+    buf_free(&w.seen);
+    env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e");
@@ -643,6 +713,7 @@ int main(void)
     tcase_add_test(tc, test_status_command);
     tcase_add_test(tc, test_reconnects_after_connection_loss);
     tcase_add_test(tc, test_backpressure_keeps_connection_alive);
+    tcase_add_test(tc, test_systemd_notify);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -175,7 +175,7 @@ static void result_free(Result *res)
 }
 
 /* Runs status_client_run_timeout in a child while this process serves the loop. */
-static Result run_client(const char *path, bool json, bool check_only, TimeUs timeout)
+static Result run_client(const char *path, bool json, const StatusCheck *check, TimeUs timeout)
 {
     FILE *out = tmpfile();
     FILE *errout = tmpfile();
@@ -189,7 +189,7 @@ static Result run_client(const char *path, bool json, bool check_only, TimeUs ti
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        int rc = status_client_run_timeout(path, json, check_only, timeout, out, errout);
+        int rc = status_client_run_timeout(path, json, check, timeout, out, errout);
         fflush(out);
         fflush(errout);
         _exit(rc);
@@ -286,7 +286,7 @@ START_TEST(test_json_mode)
 
     render_set(&r, sample_doc);
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), true, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), true, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_str_eq(res.err, "");
     ck_assert_uint_eq(strlen(res.out), strlen(sample_doc) + 1);
@@ -307,18 +307,79 @@ START_TEST(test_table_mode)
 
     render_set(&r, sample_doc);
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), false, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_str_eq(res.err, "");
     ck_assert_str_eq(res.out, sample_table);
     result_free(&res);
 
-    /* --check is reserved: for now the same output. */
-    res = run_client(tpath("s.sock"), false, true, STATUS_CLIENT_TIMEOUT);
-    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
-    ck_assert_str_eq(res.out, sample_table);
-    result_free(&res);
     status_server_free(srv);
+    buf_free(&r.doc);
+}
+END_TEST
+
+/* --check against a document; returns the client's result. */
+static Result check_doc(Render *r, const char *doc, double max_s, double max_b)
+{
+    StatusCheck limits = {max_s, max_b};
+    StatusServer *srv;
+    Result res;
+
+    render_set(r, doc);
+    srv = start("c.sock", r);
+    res = run_client(tpath("c.sock"), false, &limits, STATUS_CLIENT_TIMEOUT);
+    status_server_free(srv);
+    return res;
+}
+
+START_TEST(test_check_mode)
+{
+    Render r = {BUF_INIT, 0};
+    Result res;
+
+    res = check_doc(&r, sample_doc, -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    ck_assert_str_eq(res.out, "OK: streaming, lag 0.250 s, 256 bytes\n");
+    ck_assert_str_eq(res.err, "");
+    result_free(&res);
+
+    res = check_doc(&r, sample_doc, 10, 1000);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    result_free(&res);
+
+    res = check_doc(&r, sample_doc, 0.1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: lag 0.250 s exceeds --max-lag-seconds 0.1\n");
+    result_free(&res);
+
+    res = check_doc(&r, sample_doc, -1, 100);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: lag 256 bytes exceeds --max-lag-bytes 100\n");
+    result_free(&res);
+
+    res = check_doc(&r,
+                    "{\"state\":\"reconnecting\",\"last_error\":\"could not connect to "
+                    "PostgreSQL: Connection refused\",\"sinks\":[]}",
+                    -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: state is reconnecting: could not connect to "
+                              "PostgreSQL: Connection refused\n");
+    result_free(&res);
+
+    res = check_doc(&r, "{\"state\":\"waiting_for_slot\",\"last_error\":\"\"}", -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: state is waiting_for_slot\n");
+    result_free(&res);
+
+    res = check_doc(&r,
+                    "{\"state\":\"streaming\",\"lag_seconds\":0,\"lag_bytes\":0,\"sinks\":["
+                    "{\"name\":\"file\",\"state\":\"ok\",\"last_error\":\"\"},"
+                    "{\"name\":\"kafka\",\"state\":\"failed\",\"last_error\":\"broker said "
+                    "no\"}]}",
+                    -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: sink kafka failed: broker said no\n");
+    result_free(&res);
     buf_free(&r.doc);
 }
 END_TEST
@@ -339,7 +400,7 @@ START_TEST(test_table_missing_extra_keys_escapes)
                "\"durable_lsn\":\"AB/CDEF0123\",\"queue_depth\":12,\"dead_letters\":1}],"
                "\"more\":true}\n\n");
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), false, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_str_eq(res.out,
                      "pgfan 0.1.0 (pid 77)  state: reconnecting  slot: -  database: -\n"
@@ -355,7 +416,7 @@ START_TEST(test_table_missing_extra_keys_escapes)
     result_free(&res);
 
     /* --json keeps the document as sent, only the trailing newlines become one. */
-    res = run_client(tpath("s.sock"), true, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), true, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_uint_eq(strlen(res.out), r.doc.len - 1);
     ck_assert_int_eq(strncmp(res.out, r.doc.data, r.doc.len - 2), 0);
@@ -373,7 +434,7 @@ START_TEST(test_no_sinks)
 
     render_set(&r, "{\"version\":\"0.1.0\",\"uptime_seconds\":200000}");
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), false, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_str_eq(res.out,
                      "pgfan 0.1.0 (pid -)  state: -  slot: -  database: -\n"
@@ -508,7 +569,7 @@ START_TEST(test_stale_socket_replaced)
 
     render_set(&r, sample_doc);
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), true, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), true, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_int_eq(strncmp(res.out, sample_doc, strlen(sample_doc)), 0);
     result_free(&res);
@@ -722,7 +783,7 @@ START_TEST(test_large_document_slow_reader)
     ck_assert_int_eq(got.data[r.doc.len], '\n');
     close(fd);
 
-    res = run_client(tpath("s.sock"), true, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), true, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     ck_assert_uint_eq(strlen(res.out), r.doc.len + 1);
     ck_assert_int_eq(memcmp(res.out, r.doc.data, r.doc.len), 0);
@@ -827,7 +888,7 @@ START_TEST(test_client_gone_mid_write)
     pump_until_clients(srv, 0);
 
     render_set(&r, sample_doc);
-    res = run_client(tpath("s.sock"), true, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), true, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
     result_free(&res);
     status_server_free(srv);
@@ -893,7 +954,7 @@ START_TEST(test_client_unreachable)
     char *e;
     int rc;
 
-    rc = status_client_run(tpath("missing.sock"), false, false, out, errout);
+    rc = status_client_run(tpath("missing.sock"), false, NULL, out, errout);
     ck_assert_int_eq(rc, STATUS_EXIT_UNREACHABLE);
     o = slurp(out);
     e = slurp(errout);
@@ -925,7 +986,7 @@ START_TEST(test_client_refused)
     strcpy(addr.sun_path, tpath("stale.sock"));
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
     close(fd);
-    ck_assert_int_eq(status_client_run(tpath("stale.sock"), true, false, out, errout),
+    ck_assert_int_eq(status_client_run(tpath("stale.sock"), true, NULL, out, errout),
                      STATUS_EXIT_UNREACHABLE);
     e = slurp(errout);
     snprintf(want, sizeof want,
@@ -949,7 +1010,7 @@ START_TEST(test_client_path_too_long)
     memset(path, 'y', sizeof path);
     path[0] = '/';
     path[110] = '\0';
-    ck_assert_int_eq(status_client_run(path, false, false, out, errout), STATUS_EXIT_UNREACHABLE);
+    ck_assert_int_eq(status_client_run(path, false, NULL, out, errout), STATUS_EXIT_UNREACHABLE);
     e = slurp(errout);
     snprintf(want, sizeof want,
              "could not connect to status socket \"%s\": the path is 110 bytes long, the limit is "
@@ -971,7 +1032,7 @@ START_TEST(test_client_read_timeout)
     int lfd = raw_listen(tpath("mute.sock"), 4); /* accepts in the kernel, never answers */
     TimeUs t0 = real_now();
 
-    ck_assert_int_eq(status_client_run_timeout(tpath("mute.sock"), false, false,
+    ck_assert_int_eq(status_client_run_timeout(tpath("mute.sock"), false, NULL,
                                                200 * USECS_PER_MSEC, out, errout),
                      STATUS_EXIT_UNREACHABLE);
     ck_assert_int_ge(real_now() - t0, 200 * USECS_PER_MSEC);
@@ -999,7 +1060,7 @@ START_TEST(test_client_connect_timeout)
     int filler = raw_connect(tpath("full.sock")); /* fills the backlog of 0 (+1) */
     TimeUs t0 = real_now();
 
-    ck_assert_int_eq(status_client_run_timeout(tpath("full.sock"), false, false,
+    ck_assert_int_eq(status_client_run_timeout(tpath("full.sock"), false, NULL,
                                                200 * USECS_PER_MSEC, out, errout),
                      STATUS_EXIT_UNREACHABLE);
     ck_assert_int_ge(real_now() - t0, 200 * USECS_PER_MSEC);
@@ -1069,7 +1130,7 @@ START_TEST(test_client_empty_document_hint)
 
     render_set(&r, "");
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), false, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_BAD_DOCUMENT);
     snprintf(want, sizeof want,
              "could not parse status document from \"%s\": the daemon closed the connection "
@@ -1091,7 +1152,7 @@ START_TEST(test_client_too_large)
 
     render_big(&r, STATUS_CLIENT_MAX_DOC + 100);
     srv = start("s.sock", &r);
-    res = run_client(tpath("s.sock"), true, false, STATUS_CLIENT_TIMEOUT);
+    res = run_client(tpath("s.sock"), true, NULL, STATUS_CLIENT_TIMEOUT);
     ck_assert_int_eq(res.rc, STATUS_EXIT_BAD_DOCUMENT);
     ck_assert_str_eq(res.out, "");
     snprintf(want, sizeof want,
@@ -1123,7 +1184,7 @@ START_TEST(test_client_output_error)
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0)
-        _exit(status_client_run(tpath("s.sock"), true, false, out, errout));
+        _exit(status_client_run(tpath("s.sock"), true, NULL, out, errout));
     while (waitpid(pid, &st, WNOHANG) == 0) {
         ck_assert(real_now() < deadline);
         pump();
@@ -1150,6 +1211,7 @@ static Suite *status_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_json_mode);
     tcase_add_test(tc, test_table_mode);
+    tcase_add_test(tc, test_check_mode);
     tcase_add_test(tc, test_table_missing_extra_keys_escapes);
     tcase_add_test(tc, test_no_sinks);
     tcase_add_test(tc, test_server_appends_newline);
