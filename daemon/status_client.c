@@ -744,8 +744,8 @@ done:
 }
 
 /* Validates the document and renders what the mode asks for into out. */
-static int format_document(const char *path, const Buf *doc, bool json, const StatusCheck *check,
-                           Buf *out, PfError *err)
+int status_client_format(const char *path, const Buf *doc, bool json, const StatusCheck *check,
+                         Buf *out, PfError *err)
 {
     size_t len = doc->len;
     size_t where = 0;
@@ -813,7 +813,7 @@ int status_client_run_timeout(const char *path, bool json, const StatusCheck *ch
         return STATUS_EXIT_UNREACHABLE;
     }
     if (read_document(fd, path, timeout, &doc, &code, &err))
-        code = format_document(path, &doc, json, check, &text, &err);
+        code = status_client_format(path, &doc, json, check, &text, &err);
     close(fd);
     if (text.len > 0) {
         if (fwrite(text.data, 1, text.len, out) != text.len || fflush(out) != 0) {

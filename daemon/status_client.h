@@ -16,7 +16,9 @@
 #ifndef PGFAN_STATUS_CLIENT_H
 #define PGFAN_STATUS_CLIENT_H
 
+#include "../common/buf.h"
 #include "../common/clock.h"
+#include "../common/error.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -53,6 +55,15 @@ typedef struct StatusCheck {
  */
 int status_client_run(const char *path, bool json, const StatusCheck *check, FILE *out,
                       FILE *errout);
+
+/*
+ * The parsing half of status_client_run on a document already read: checks
+ * it, then appends the verdict, the JSON or the table to out. Returns a
+ * STATUS_EXIT_* code; err is set when the document is unusable (path names
+ * its origin in messages). Exposed for the fuzzer.
+ */
+int status_client_format(const char *path, const Buf *doc, bool json, const StatusCheck *check,
+                         Buf *out, PfError *err);
 
 /* Same, with the connect and read timeout given (tests use short ones). */
 int status_client_run_timeout(const char *path, bool json, const StatusCheck *check,

@@ -10,8 +10,9 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config meson ninja-build
     libpq-dev postgresql-15 postgresql-15-wal2json postgresql-client-15
-    check libjsmn-dev libinih-dev
+    check libjsmn-dev
     librdkafka-dev kcat libcurl4-openssl-dev libsystemd-dev
+    clang libclang-rt-14-dev
 )
 
 missing=()
