@@ -7,6 +7,7 @@
  * a deadline (h_wait_until).
  */
 #include "../../common/buf.h"
+#include "../../common/clock.h"
 #include "../../common/mem.h"
 #include "../harness/harness.h"
 
@@ -690,6 +691,74 @@ START_TEST(test_systemd_notify)
 }
 END_TEST
 
+typedef struct BothWait {
+    const char *a;
+    const char *b;
+    int first, last; /* ids that must appear in a or b */
+} BothWait;
+
+static bool both_hold_ids(void *arg)
+{
+    BothWait *w = arg;
+
+    for (int id = w->first; id <= w->last; id++) {
+        char needle[64];
+        snprintf(needle, sizeof needle, "\"after\":{\"id\":%d}", id);
+        if (!h_file_contains(w->a, needle) && !h_file_contains(w->b, needle))
+            return false;
+    }
+    return true;
+}
+
+START_TEST(test_standby_takes_over_after_kill9)
+{
+    Env e = env_new("e2e_ha_kill", "CREATE TABLE orders(id bigint PRIMARY KEY)", "public.orders",
+                    NULL);
+    char *dir2 = h_tmpdir();
+    char *cfg2 = h_write_config(dir2, e.db, e.slot, "public.orders", "");
+    Buf log2 = BUF_INIT, out2 = BUF_INIT;
+    const char *argv2[] = {h_pgfan_bin(), "run", "-c", cfg2, NULL};
+    pid_t active = start_pgfan(&e, NULL);
+    pid_t standby;
+    LogWait takeover;
+    BothWait all;
+    TimeUs killed_at, took_over;
+
+    buf_printf(&log2, "%s/pgfan.log", dir2);
+    buf_printf(&out2, "%s/out.ndjson", dir2);
+    wait_log(e.log, "streaming from slot");
+    standby = h_spawn(argv2, log2.data);
+    wait_log(log2.data, "is held by another consumer");
+    h_sql(e.conn, "INSERT INTO orders SELECT g FROM generate_series(1, 50) g");
+
+    h_kill(active, SIGKILL);
+    h_wait_exit(active, WAIT_MS);
+    killed_at = clock_mono_us();
+    h_sql(e.conn, "INSERT INTO orders SELECT g FROM generate_series(51, 100) g");
+    takeover.path = log2.data;
+    takeover.needle = "streaming from slot";
+    /* The requirement: a standby takes over within 15 s. */
+    ck_assert_msg(h_wait_until(log_has, &takeover, 15000), "standby did not take over within 15 s");
+    took_over = clock_mono_us();
+    fprintf(stderr, "standby took over %.1f s after kill -9 of the active pgfan\n",
+            (double)(took_over - killed_at) / USECS_PER_SEC);
+    wait_confirmed_current(&e);
+    /* Nothing lost: every row is in one output or the other. */
+    all.a = e.out;
+    all.b = out2.data;
+    all.first = 1;
+    all.last = 100;
+    ck_assert(both_hold_ids(&all));
+    stop_pgfan(standby);
+    h_rm_rf(dir2);
+    free(dir2);
+    free(cfg2);
+    buf_free(&log2);
+    buf_free(&out2);
+    env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e");
@@ -710,6 +779,7 @@ int main(void)
     tcase_add_test(tc, test_refused_plugin);
     tcase_add_test(tc, test_replica_identity_warning_and_odd_names);
     tcase_add_test(tc, test_standby_takes_over_busy_slot);
+    tcase_add_test(tc, test_standby_takes_over_after_kill9);
     tcase_add_test(tc, test_status_command);
     tcase_add_test(tc, test_reconnects_after_connection_loss);
     tcase_add_test(tc, test_backpressure_keeps_connection_alive);
