@@ -9,7 +9,7 @@
 # time of each phase, and ends with the line "N passed, N failed" (meson
 # tests over both builds). Exits 1 if anything failed.
 #
-#   --quick        only the normal build
+#   --quick        only the normal build (the valgrind pass still runs)
 #   --suite NAME   passed to meson test (repeatable)
 #
 # CI runs exactly this (.ci/run). The server and temp dirs are removed on
@@ -210,6 +210,36 @@ run_tests() {
     BUILD_LINES+=("$build: $p passed, $f failed, $s skipped in $(since "$t0") s")
 }
 
+# The pure unit suites once more under valgrind (memcheck, leaks) in the
+# normal build; suites that measure time or exhaust descriptors on purpose
+# are left to the sanitizer build.
+VALGRIND_TESTS=(common decoder values config envelope pipeline file_sink)
+run_valgrind() {
+    local build=build rc=0 t0=$EPOCHREALTIME
+    local log=$build/meson-logs/testlog-valgrind.json
+    local -a out
+    local p=0 f=0 s=0
+
+    rm -f "$log"
+    meson test -C "$build" --setup valgrind --print-errorlogs --num-processes 2 \
+        "${VALGRIND_TESTS[@]}" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    mapfile -t out < <(parse_testlog "$log" "$build (valgrind)")
+    if [[ ${#out[@]} -gt 0 ]]; then
+        read -r p f s <<<"${out[0]}"
+        CHECK_LINES+=("${out[@]:1}")
+    fi
+    if ((rc != 0 && f == 0)) || ((p + f + s == 0)); then
+        echo "run.sh: valgrind run failed (exit $rc)" >&2
+        f=$((f + 1))
+    fi
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+    BUILD_LINES+=("$build (valgrind): $p passed, $f failed in $(since "$t0") s")
+}
+
 # Servers left by runs that were killed outright (SIGKILL skips traps).
 stop_stale_servers() {
     local dir owner
@@ -257,6 +287,11 @@ for b in "${BUILDS[@]}"; do
     phase "test $b"
     run_tests "$b"
 done
+
+if ((${#MESON_TEST_ARGS[@]} == 0)); then
+    phase "valgrind build"
+    run_valgrind
+fi
 
 phase "stop PostgreSQL"
 stop_pg
