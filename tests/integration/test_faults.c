@@ -315,6 +315,10 @@ static void drain_and_stop(Scenario *s, pid_t pid)
 {
     SlotWait w = {s->conn, s->name, wal_insert_lsn(s->conn)};
 
+    /* The slot may already be confirmed by an instance killed earlier: make
+     * sure the newest one is up (signals handled) before asking it to stop. */
+    wait_streaming(s, count_in_file(s->log, "starting: slot"));
+
     ck_assert_msg(h_wait_until(slot_reached, &w, WAIT_MS), "pgfan did not catch up");
     h_kill(pid, SIGTERM);
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
