@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define WAIT_MS 120000
@@ -227,6 +228,25 @@ static void load_output(const Scenario *s)
     h_free_lines(lines);
 }
 
+/* Size of a file (0 when missing): a cheap progress measure, where
+ * re-reading a growing file on every poll would not be. */
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+typedef struct SizeWait {
+    const char *path;
+    off_t size;
+} SizeWait;
+
+static bool file_grew(void *arg)
+{
+    SizeWait *w = arg;
+    return file_size(w->path) >= w->size;
+}
+
 static long long sql_count(PGconn *conn, const char *sql)
 {
     char *v = h_sql_value(conn, "%s", sql);
@@ -311,13 +331,37 @@ static long peak_rss_kb(pid_t pid)
     return kb;
 }
 
-static void drain_and_stop(Scenario *s, pid_t pid)
+typedef struct StartWait {
+    const char *log;
+    size_t starts; /* pgfan instances started so far */
+} StartWait;
+
+/* True when the log shows `starts` starts and the last one streams. */
+static bool newest_streams(void *arg)
+{
+    StartWait *w = arg;
+    char *text = h_read_file(w->log, NULL);
+    const char *last_start = NULL;
+    size_t n = 0;
+    bool ok;
+
+    for (const char *p = text; p && (p = strstr(p, "starting: slot")) != NULL; p++) {
+        last_start = p;
+        n++;
+    }
+    ok = n >= w->starts && last_start && strstr(last_start, "streaming from slot") != NULL;
+    free(text);
+    return ok;
+}
+
+static void drain_and_stop(Scenario *s, pid_t pid, size_t starts)
 {
     SlotWait w = {s->conn, s->name, wal_insert_lsn(s->conn)};
+    StartWait sw = {s->log, starts};
 
     /* The slot may already be confirmed by an instance killed earlier: make
      * sure the newest one is up (signals handled) before asking it to stop. */
-    wait_streaming(s, count_in_file(s->log, "starting: slot"));
+    ck_assert_msg(h_wait_until(newest_streams, &sw, WAIT_MS), "the last pgfan never streamed");
 
     ck_assert_msg(h_wait_until(slot_reached, &w, WAIT_MS), "pgfan did not catch up");
     h_kill(pid, SIGTERM);
@@ -335,13 +379,18 @@ START_TEST(test_kill9_storm)
     wait_streaming(&s, 1);
     /* 8000 transactions, one of 30000 rows at the 1000th. */
     w = start_workload(s.name, 0, 8000, 1000, 30000);
-    while (kills < 20 && !workload_done(w)) {
-        size_t before = h_count_lines(s.out);
-        LogWait grew = {s.out, "\n", before + 100};
+    while (kills < 20) {
+        StartWait up = {s.log, (size_t)kills + 1};
+        SizeWait grew;
         long kb;
 
-        /* Let it stream a little, then kill it wherever it is. */
-        h_wait_until(log_count_reached, &grew, 10000);
+        /* Once the newest instance streams, let it write a little (or idle a
+         * moment once everything is out), then kill it wherever it is. */
+        ck_assert_msg(h_wait_until(newest_streams, &up, WAIT_MS), "pgfan %d never streamed",
+                      kills + 1);
+        grew.path = s.out;
+        grew.size = file_size(s.out) + 300 * 200; /* about 300 more events */
+        h_wait_until(file_grew, &grew, 2000);
         kb = peak_rss_kb(pid);
         if (kb > peak)
             peak = kb;
@@ -351,9 +400,9 @@ START_TEST(test_kill9_storm)
         pid = start_pgfan(&s);
     }
     finish_workload(w);
-    drain_and_stop(&s, pid);
+    drain_and_stop(&s, pid, (size_t)kills + 1);
     fprintf(stderr, "faults_kill: %d kills of pgfan, peak RSS %ld kB\n", kills, peak);
-    ck_assert_int_ge(kills, 5);
+    ck_assert_int_ge(kills, 20);
     /* Generous guard against unbounded buffering (a 30000-row transaction
      * streamed through): the measured peak is a few MB. */
     ck_assert_int_lt(peak, 200 * 1024);
@@ -401,7 +450,7 @@ START_TEST(test_postgres_crash)
     wait_streaming(&s, 2); /* pgfan reconnected by itself */
     w = start_workload(s.name, 100000, 500, 0, 0);
     finish_workload(w);
-    drain_and_stop(&s, pid);
+    drain_and_stop(&s, pid, 1);
     compare_with_oracle(&s);
     scenario_free(&s);
 }
