@@ -39,6 +39,37 @@ typedef struct TableName {
     char *table;  /* unquoted ("Order Items" stays as is) */
 } TableName;
 
+/*
+ * A prefix-map option: every "<key>.<name> = value" line of its section
+ * ([sink.kafka] librdkafka.security.protocol = SASL_SSL), in file order.
+ * Owned by the Config.
+ */
+typedef struct ConfigPair {
+    char *key;   /* the part after the prefix: "security.protocol" */
+    char *value;
+} ConfigPair;
+
+typedef struct ConfigMap {
+    ConfigPair *items;
+    size_t n;
+} ConfigMap;
+
+/* The value of key in map (exact match), NULL when absent; borrowed. */
+const char *config_map_get(const ConfigMap *map, const char *key);
+
+/* Whether the value of "<map_key>.<name>" in [section] is a secret that
+ * must never be shown ("sink.kafka", "librdkafka", "sasl.password"). */
+bool config_map_is_secret(const char *section, const char *map_key, const char *name);
+
+/* Index = the librdkafka codec name in sinks/kafka.c. */
+typedef enum KafkaCompression {
+    KAFKA_COMPRESSION_NONE = 0,
+    KAFKA_COMPRESSION_GZIP,
+    KAFKA_COMPRESSION_SNAPPY,
+    KAFKA_COMPRESSION_LZ4,
+    KAFKA_COMPRESSION_ZSTD,
+} KafkaCompression;
+
 typedef struct Config {
     char *path; /* the file it was loaded from */
 
@@ -70,6 +101,33 @@ typedef struct Config {
         TimeUs fsync_interval;     /* default 100 ms */
         size_t max_buffer_bytes;   /* unwritten bytes held before backpressure, default 8 MB */
     } file;
+
+    struct {
+        bool enabled;
+        char *url;             /* http:// or https:// endpoint, required */
+        size_t batch_size;     /* events per request, default 10 */
+        size_t max_in_flight;  /* concurrent requests (= ordering lanes), default 4 */
+        TimeUs timeout;        /* whole request, default 10 s */
+        TimeUs batch_linger;   /* how long a partial batch waits, default 100 ms */
+        char *secret;          /* HMAC-SHA256 key for X-Pgfan-Signature; NULL: unsigned */
+        char *dead_letter;     /* NDJSON file for refused batches */
+        char *user_agent;      /* default "pgfan/<version>" */
+        char *ca_file;         /* CA bundle for https; NULL: the system's */
+        ConfigMap headers;     /* header.<Name> = value: extra request headers */
+    } webhook;
+
+    struct {
+        bool enabled;
+        char *brokers;            /* bootstrap list, or "mock:N": in-process mock cluster */
+        char *topic_prefix;       /* default: source.name */
+        ConfigMap topics;         /* topic.<schema>.<table> = topic name */
+        bool tombstones;          /* a null-value record after each delete, default on */
+        KafkaCompression compression; /* default lz4 */
+        TimeUs linger;            /* linger.ms, default 5 ms */
+        size_t queue_max_messages;/* queue.buffering.max.messages, default 100000 */
+        size_t queue_max_kbytes;  /* queue.buffering.max.kbytes, default 65536 */
+        ConfigMap librdkafka;     /* librdkafka.<property> = value, passed as is */
+    } kafka;
 } Config;
 
 /*

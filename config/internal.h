@@ -29,6 +29,8 @@ typedef enum OptType {
     OPT_DURATION, /* us, ms, s, min, h; stored as TimeUs */
     OPT_ENUM,     /* one of OptDef.choices; stored by OptDef.set */
     OPT_LIST,     /* comma-separated, double quotes protect commas; stored by OptDef.set */
+    OPT_MAP,      /* a prefix: every "<key>.<name> = value" of the section, stored as a
+                   * ConfigMap at offset, values free text (never empty) */
 } OptType;
 
 /* How an option's value is shown by config_print and in error messages. */
@@ -36,6 +38,7 @@ typedef enum OptSecret {
     SECRET_NONE = 0,
     SECRET_WHOLE,    /* the whole value is a secret: shown as "*****" */
     SECRET_CONNINFO, /* a conninfo string: only its password is hidden */
+    SECRET_URL,      /* a URL: only a password in its user:password@ part is hidden */
 } OptSecret;
 
 /* A parsed value; owns str and items. */
@@ -64,6 +67,7 @@ struct OptDef {
     const char *default_from; /* no default of its own: copies this key of the same section */
     const char *example;      /* value shown in the example config when def is NULL */
     bool required;
+    bool optional;   /* no default: unset leaves the field NULL/0 (e.g. a secret) */
     OptSecret secret;
     int64_t min, max;           /* numeric types: inclusive range (bytes, microseconds) */
     const char *unit;           /* duration/size: unit of a bare number ("s", "ms", "B") */
@@ -75,6 +79,13 @@ struct OptDef {
     void (*print)(const Config *cfg, Buf *out);
     /* optional extra check after parsing and range checking */
     bool (*validate)(const OptValue *v, OptCheck *why);
+    /* OPT_MAP: optional check of one entry (name is the part after "<key>.") */
+    bool (*validate_entry)(const char *name, const char *value, OptCheck *why);
+    /* OPT_MAP: entries whose name contains one of these (case-insensitive)
+     * hold secrets: their values are shown as "*****" (NULL-terminated) */
+    const char *const *secret_names;
+    /* default_from names a key of this section instead (NULL: same section) */
+    const char *default_from_section;
     const char *desc; /* one line, for the example config and hints */
 };
 
@@ -127,6 +138,25 @@ void config_write_example(FILE *out);
 
 const SectionDef *config_find_section(const char *name);
 const OptDef *config_find_option(const char *section, const char *key);
+
+/*
+ * The OPT_MAP row of section whose key is a prefix of key ("librdkafka"
+ * for "librdkafka.sasl.password"); *name points into key after the dot.
+ * NULL when none matches or the name after the prefix is empty.
+ */
+const OptDef *config_find_map_option(const char *section, const char *key, const char **name);
+
+/* Whether an entry of an OPT_MAP row holds a secret (def->secret_names). */
+bool opt_map_name_is_secret(const OptDef *def, const char *name);
+
+/* Appends name = value to map (copies both); frees every entry. */
+void config_map_add(ConfigMap *map, const char *name, const char *value);
+void config_map_free(ConfigMap *map);
+
+/* "PGFAN_SINK_KAFKA_LIBRDKAFKA_SASL_PASSWORD" for an OPT_MAP entry: the
+ * env name of the row's key, '_', then the name upper-cased with every
+ * character other than a letter or digit turned into '_'. */
+void opt_env_name_map_entry(const OptDef *def, const char *name, Buf *out);
 
 /* --- validate.c --- */
 

@@ -57,6 +57,58 @@ static void print_log_level(const Config *cfg, Buf *out)
     buf_append_str(out, log_level_name(cfg->log.level));
 }
 
+/* Index = KafkaCompression value = librdkafka's compression.codec name. */
+static const char *const kafka_compression_choices[] = {"none", "gzip", "snappy", "lz4", "zstd",
+                                                        NULL};
+
+static bool set_kafka_compression(Config *cfg, const OptValue *v, OptCheck *why)
+{
+    (void)why;
+    cfg->kafka.compression = (KafkaCompression)v->choice;
+    return true;
+}
+
+static void print_kafka_compression(const Config *cfg, Buf *out)
+{
+    buf_append_str(out, kafka_compression_choices[cfg->kafka.compression]);
+}
+
+/* librdkafka properties whose values are credentials. */
+static const char *const kafka_secret_names[] = {"password", "secret", "sasl.oauthbearer",
+                                                 "ssl.key", NULL};
+
+/* Webhook: the endpoint must be one libcurl reaches over HTTP(S). */
+static bool validate_http_url(const OptValue *v, OptCheck *why)
+{
+    if ((strncasecmp(v->str, "http://", 7) == 0 && v->str[7] != '\0') ||
+        (strncasecmp(v->str, "https://", 8) == 0 && v->str[8] != '\0'))
+        return true;
+    snprintf(why->why, sizeof why->why, "expected an http:// or https:// URL");
+    snprintf(why->hint, sizeof why->hint, "write the full URL, e.g. https://hooks.example.com/pgfan");
+    return false;
+}
+
+/* Header names are HTTP tokens; values may not break the header line. */
+static bool validate_header_entry(const char *name, const char *value, OptCheck *why)
+{
+    for (const char *p = name; *p; p++) {
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p)) {
+            snprintf(why->why, sizeof why->why,
+                     "a header name has only letters, digits and !#$%%&'*+-.^_`|~");
+            return false;
+        }
+    }
+    if (strpbrk(value, "\r\n")) {
+        snprintf(why->why, sizeof why->why, "a header value must be one line");
+        return false;
+    }
+    return true;
+}
+
+/* Header names whose values are credentials. */
+static const char *const webhook_secret_headers[] = {"authorization", "key", "token", "secret",
+                                                     "cookie", NULL};
+
 /* ---- the table ---- */
 
 /* One option per block reads better than one field per line. */
@@ -72,6 +124,17 @@ const SectionDef config_sections[] = {
      .is_sink = true,
      .default_sink = true,
      .enabled_offset = offsetof(Config, file.enabled)},
+    {.name = "sink.kafka",
+     .desc = "Kafka sink: one record per change, Debezium-compatible key and value\n"
+             "(librdkafka idempotent producer, acks=all; at-least-once).",
+     .is_sink = true,
+     .enabled_offset = offsetof(Config, kafka.enabled)},
+    {.name = "sink.webhook",
+     .desc = "HTTP webhook sink: changes POSTed as JSON arrays of events, several requests\n"
+             "in flight, per-key order kept; 2xx confirms, 429/5xx/timeouts retry, other 4xx\n"
+             "go to the dead-letter file.",
+     .is_sink = true,
+     .enabled_offset = offsetof(Config, webhook.enabled)},
 };
 const size_t config_n_sections = sizeof config_sections / sizeof config_sections[0];
 
@@ -133,6 +196,76 @@ const OptDef config_options[] = {
      .min = 64 * KB, .max = 1 * GB, .unit = "B",
      .offset = offsetof(Config, file.max_buffer_bytes),
      .desc = "unwritten bytes held before reading from PostgreSQL pauses"},
+
+    {.section = "sink.kafka", .key = "brokers", .type = OPT_STRING, .required = true,
+     .offset = offsetof(Config, kafka.brokers), .example = "localhost:9092",
+     .desc = "bootstrap brokers host:port,...; mock:N runs an in-process mock cluster of N"},
+    {.section = "sink.kafka", .key = "topic_prefix", .type = OPT_STRING,
+     .default_from = "name", .default_from_section = "source",
+     .offset = offsetof(Config, kafka.topic_prefix),
+     .desc = "topics are <topic_prefix>.<schema>.<table>"},
+    {.section = "sink.kafka", .key = "topic", .type = OPT_MAP,
+     .offset = offsetof(Config, kafka.topics), .example = "public.orders = shop-orders",
+     .desc = "topic.<schema>.<table> = name: a table's own topic instead of the prefix rule"},
+    {.section = "sink.kafka", .key = "tombstones", .type = OPT_BOOL, .def = "on",
+     .offset = offsetof(Config, kafka.tombstones),
+     .desc = "after each delete, a record with the same key and a null value (compaction)"},
+    {.section = "sink.kafka", .key = "compression", .type = OPT_ENUM, .def = "lz4",
+     .choices = kafka_compression_choices, .set = set_kafka_compression,
+     .print = print_kafka_compression,
+     .desc = "compression.codec of produced batches"},
+    {.section = "sink.kafka", .key = "linger", .type = OPT_DURATION, .def = "5ms",
+     .min = 0, .max = 10 * US_S, .unit = "ms", .offset = offsetof(Config, kafka.linger),
+     .desc = "time a batch waits for more records (linger.ms)"},
+    {.section = "sink.kafka", .key = "queue_max_messages", .type = OPT_INT, .def = "100000",
+     .min = 10, .max = 10000000, .offset = offsetof(Config, kafka.queue_max_messages),
+     .desc = "records held in the producer queue before reading from PostgreSQL pauses"},
+    {.section = "sink.kafka", .key = "queue_max_kbytes", .type = OPT_INT, .def = "65536",
+     .min = 64, .max = 2097151, .offset = offsetof(Config, kafka.queue_max_kbytes),
+     .desc = "kilobytes held in the producer queue before reading pauses (bounds memory)"},
+    {.section = "sink.kafka", .key = "librdkafka", .type = OPT_MAP,
+     .offset = offsetof(Config, kafka.librdkafka), .secret_names = kafka_secret_names,
+     .example = "security.protocol = SASL_SSL",
+     .desc = "librdkafka.<property> = value: any librdkafka property, as given to kcat -X\n"
+             "(values of *password*, *secret*, sasl.oauthbearer.*, ssl.key* are never printed)"},
+
+    {.section = "sink.webhook", .key = "url", .type = OPT_STRING, .required = true,
+     .secret = SECRET_URL, .offset = offsetof(Config, webhook.url),
+     .validate = validate_http_url,
+     .example = "https://hooks.example.com/pgfan",
+     .desc = "endpoint the batches are POSTed to: http:// or https://"},
+    {.section = "sink.webhook", .key = "batch_size", .type = OPT_INT, .def = "10",
+     .min = 1, .max = 10000, .offset = offsetof(Config, webhook.batch_size),
+     .desc = "events per request (a JSON array)"},
+    {.section = "sink.webhook", .key = "max_in_flight", .type = OPT_INT, .def = "4",
+     .min = 1, .max = 64, .offset = offsetof(Config, webhook.max_in_flight),
+     .desc = "concurrent requests; each key always uses the same one of these lanes"},
+    {.section = "sink.webhook", .key = "timeout", .type = OPT_DURATION, .def = "10s",
+     .min = 100 * US_MS, .max = 10 * US_MIN, .unit = "s",
+     .offset = offsetof(Config, webhook.timeout),
+     .desc = "time allowed for one request (connect, send, answer); then it is retried"},
+    {.section = "sink.webhook", .key = "batch_linger", .type = OPT_DURATION, .def = "100ms",
+     .min = 0, .max = 10 * US_S, .unit = "ms",
+     .offset = offsetof(Config, webhook.batch_linger),
+     .desc = "how long a batch that is not full waits for more events"},
+    {.section = "sink.webhook", .key = "secret", .type = OPT_STRING, .optional = true,
+     .secret = SECRET_WHOLE, .offset = offsetof(Config, webhook.secret),
+     .example = "change-me",
+     .desc = "HMAC-SHA256 key: requests carry X-Pgfan-Signature: sha256=<hex of the body's HMAC>"},
+    {.section = "sink.webhook", .key = "dead_letter", .type = OPT_STRING,
+     .def = "webhook-dead-letter.ndjson", .offset = offsetof(Config, webhook.dead_letter),
+     .desc = "NDJSON file for batches the endpoint refused with a 4xx (one line per batch)"},
+    {.section = "sink.webhook", .key = "user_agent", .type = OPT_STRING,
+     .def = "pgfan/" PGFAN_VERSION, .offset = offsetof(Config, webhook.user_agent),
+     .desc = "User-Agent header of every request"},
+    {.section = "sink.webhook", .key = "ca_file", .type = OPT_STRING, .optional = true,
+     .offset = offsetof(Config, webhook.ca_file), .example = "/etc/ssl/certs/my-ca.pem",
+     .desc = "CA bundle that verifies the endpoint's certificate (default: the system's)"},
+    {.section = "sink.webhook", .key = "header", .type = OPT_MAP,
+     .offset = offsetof(Config, webhook.headers), .secret_names = webhook_secret_headers,
+     .validate_entry = validate_header_entry, .example = "X-Api-Key = abc123",
+     .desc = "header.<Name> = value: an extra header on every request\n"
+             "(values of Authorization, *key*, *token*, *secret* are never printed)"},
 };
 const size_t config_n_options = sizeof config_options / sizeof config_options[0];
 
@@ -162,6 +295,73 @@ const SectionDef *config_find_section(const char *name)
             return &config_sections[i];
     }
     return NULL;
+}
+
+const OptDef *config_find_map_option(const char *section, const char *key, const char **name)
+{
+    for (size_t i = 0; i < config_n_options; i++) {
+        const OptDef *def = &config_options[i];
+        size_t len = strlen(def->key);
+
+        if (def->type == OPT_MAP && strcmp(def->section, section) == 0 &&
+            strncmp(key, def->key, len) == 0 && key[len] == '.' && key[len + 1] != '\0') {
+            *name = key + len + 1;
+            return def;
+        }
+    }
+    return NULL;
+}
+
+bool opt_map_name_is_secret(const OptDef *def, const char *name)
+{
+    for (const char *const *w = def->secret_names; w && *w; w++) {
+        if (strcasestr(name, *w))
+            return true;
+    }
+    return false;
+}
+
+bool config_map_is_secret(const char *section, const char *map_key, const char *name)
+{
+    const OptDef *def = config_find_option(section, map_key);
+
+    return def && def->type == OPT_MAP && opt_map_name_is_secret(def, name);
+}
+
+void config_map_add(ConfigMap *map, const char *name, const char *value)
+{
+    map->items = xrealloc(map->items, (map->n + 1) * sizeof *map->items);
+    map->items[map->n].key = xstrdup(name);
+    map->items[map->n].value = xstrdup(value);
+    map->n++;
+}
+
+void config_map_free(ConfigMap *map)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        free(map->items[i].key);
+        free(map->items[i].value);
+    }
+    free(map->items);
+    map->items = NULL;
+    map->n = 0;
+}
+
+const char *config_map_get(const ConfigMap *map, const char *key)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        if (strcmp(map->items[i].key, key) == 0)
+            return map->items[i].value;
+    }
+    return NULL;
+}
+
+void opt_env_name_map_entry(const OptDef *def, const char *name, Buf *out)
+{
+    opt_env_name(def->section, def->key, out);
+    buf_append_char(out, '_');
+    for (const char *p = name; *p; p++)
+        buf_append_char(out, isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_');
 }
 
 const OptDef *config_find_option(const char *section, const char *key)
@@ -319,6 +519,7 @@ bool opt_parse_value(const OptDef *def, const char *text, OptValue *out, OptChec
     why->hint[0] = '\0';
     switch (def->type) {
     case OPT_STRING:
+    case OPT_MAP: /* one entry's value */
         if (text[0] == '\0') {
             snprintf(why->why, sizeof why->why, "the value must not be empty");
             return false;
@@ -433,6 +634,11 @@ bool opt_store(const OptDef *def, const OptValue *v, Config *cfg, OptCheck *why)
     case OPT_DURATION:
         *(TimeUs *)(void *)field = v->num;
         return true;
+    case OPT_MAP: {
+        ConfigMap *map = (ConfigMap *)(void *)field;
+        config_map_add(map, v->items[0], v->str);
+        return true;
+    }
     case OPT_ENUM:
     case OPT_LIST:
         break;
@@ -440,6 +646,8 @@ bool opt_store(const OptDef *def, const OptValue *v, Config *cfg, OptCheck *why)
     snprintf(why->why, sizeof why->why, "option has no place to be stored");
     return false;
 }
+
+static void redact_uri(const char *dsn, size_t scheme_len, Buf *out);
 
 static void append_secret(const OptDef *def, const char *text, Buf *out)
 {
@@ -457,7 +665,21 @@ static void append_secret(const OptDef *def, const char *text, Buf *out)
         buf_append_str(out, redacted);
         free(redacted);
         return;
+    case SECRET_URL:
+        if (strstr(text, "://"))
+            redact_uri(text, (size_t)(strstr(text, "://") + 3 - text), out);
+        else
+            buf_append_str(out, text);
+        return;
     }
+}
+
+static void opt_print_map_value(const OptDef *def, const ConfigPair *pair, Buf *out)
+{
+    if (opt_map_name_is_secret(def, pair->key))
+        buf_append_str(out, "*****");
+    else
+        buf_append_str(out, pair->value);
 }
 
 void opt_print(const OptDef *def, const Config *cfg, Buf *out)
@@ -486,6 +708,14 @@ void opt_print(const OptDef *def, const Config *cfg, Buf *out)
     case OPT_DURATION:
         opt_format_number(def, *(const TimeUs *)(const void *)field, out);
         return;
+    case OPT_MAP: { /* name = value, ...: config_print writes one line per entry */
+        const ConfigMap *map = (const ConfigMap *)(const void *)field;
+        for (size_t i = 0; i < map->n; i++) {
+            buf_printf(out, "%s%s = ", i ? ", " : "", map->items[i].key);
+            opt_print_map_value(def, &map->items[i], out);
+        }
+        return;
+    }
     case OPT_ENUM:
     case OPT_LIST:
         break;
@@ -543,6 +773,25 @@ void config_print(const Config *cfg, FILE *out)
         for (size_t i = 0; i < config_n_options; i++) {
             if (strcmp(config_options[i].section, sec->name) != 0)
                 continue;
+            if (config_options[i].type == OPT_MAP) {
+                const OptDef *def = &config_options[i];
+                const ConfigMap *map =
+                    (const ConfigMap *)(const void *)((const char *)cfg + def->offset);
+                if (map->n == 0)
+                    buf_printf(&b, "; %s.<name> = (none)\n", def->key);
+                for (size_t e = 0; e < map->n; e++) {
+                    buf_printf(&b, "%s.%s = ", def->key, map->items[e].key);
+                    opt_print_map_value(def, &map->items[e], &b);
+                    buf_append_char(&b, '\n');
+                }
+                continue;
+            }
+            if (config_options[i].optional && config_options[i].type == OPT_STRING &&
+                *(char *const *)(const void *)((const char *)cfg + config_options[i].offset) ==
+                    NULL) {
+                buf_printf(&b, "; %s is not set\n", config_options[i].key);
+                continue;
+            }
             buf_printf(&b, "%s = ", config_options[i].key);
             opt_print(&config_options[i], cfg, &b);
             buf_append_char(&b, '\n');
@@ -685,8 +934,15 @@ static void append_limits(const OptDef *def, Buf *b)
 {
     if (def->required) {
         buf_append_str(b, " (required)");
+    } else if (def->default_from && def->default_from_section) {
+        buf_printf(b, " (default: same as %s in [%s])", def->default_from,
+                   def->default_from_section);
     } else if (def->default_from) {
         buf_printf(b, " (default: same as %s)", def->default_from);
+    } else if (def->type == OPT_MAP) {
+        buf_printf(b, " (any number of %s.<name> lines; none by default)", def->key);
+    } else if (def->optional) {
+        buf_append_str(b, " (optional; not set by default)");
     } else if (def->type == OPT_ENUM) {
         buf_append_str(b, " (");
         for (size_t i = 0; def->choices[i]; i++)
@@ -724,18 +980,30 @@ void config_write_example(FILE *out)
         buf_append_str(&b, "\n; ");
         for (const char *p = sec->desc; *p; p++)
             buf_append_str(&b, *p == '\n' ? "\n; " : (char[2]){*p, '\0'});
-        buf_printf(&b, "\n[%s]\n", sec->name);
+        /* other sinks are shown, not enabled: their header is commented out */
+        buf_printf(&b, "\n%s[%s]\n", sec->is_sink && !sec->default_sink ? ";" : "", sec->name);
         for (size_t i = 0; i < config_n_options; i++) {
             const OptDef *def = &config_options[i];
+            const char *off = sec->is_sink && !sec->default_sink ? ";" : "";
 
             if (strcmp(def->section, sec->name) != 0)
                 continue;
-            buf_printf(&b, "; %s", def->desc);
+            buf_append_str(&b, "; ");
+            for (const char *p = def->desc; *p; p++)
+                buf_append_str(&b, *p == '\n' ? "\n; " : (char[2]){*p, '\0'});
             append_limits(def, &b);
             buf_append_char(&b, '\n');
-            if (def->default_from) {
-                const OptDef *from = config_find_option(def->section, def->default_from);
+            if (def->type == OPT_MAP) {
+                buf_printf(&b, ";%s.%s\n", def->key, def->example);
+            } else if (def->optional) {
+                buf_printf(&b, ";%s = %s\n", def->key, def->example);
+            } else if (def->default_from) {
+                const OptDef *from = config_find_option(
+                    def->default_from_section ? def->default_from_section : def->section,
+                    def->default_from);
                 buf_printf(&b, ";%s = %s\n", def->key, from && from->def ? from->def : "");
+            } else if (*off) {
+                buf_printf(&b, "%s%s = %s\n", off, def->key, def->def ? def->def : def->example);
             } else {
                 buf_printf(&b, "%s = %s\n", def->key, def->def ? def->def : def->example);
             }

@@ -38,12 +38,23 @@
 
 extern char **environ;
 
+/* One "<key>.<name> = value" of an OPT_MAP row; all strings owned. */
+typedef struct MapEntry {
+    char *name;
+    char *file_value;
+    int file_line;
+    char *env_value; /* an override of this entry (it must be in the file) */
+    char *env_name;
+} MapEntry;
+
 /* Where each option's text came from; the environment wins over the file. */
 typedef struct Setting {
     char *file_value; /* owned */
     int file_line;    /* 0: not in the file */
     char *env_value;  /* owned copy */
     char *env_name;   /* owned */
+    MapEntry *entries; /* OPT_MAP rows, in file order */
+    size_t n_entries;
 } Setting;
 
 typedef struct Loader {
@@ -181,6 +192,28 @@ static void unknown_key(Loader *ld, const Origin *at, const char *section, const
     buf_free(&hint);
 }
 
+static void add_map_entry(Loader *ld, const Origin *at, const OptDef *def, const char *name,
+                          const char *value)
+{
+    Setting *set = &ld->settings[option_index(def)];
+    MapEntry *e;
+
+    for (size_t i = 0; i < set->n_entries; i++) {
+        if (strcmp(set->entries[i].name, name) == 0) {
+            problems_add(&ld->problems, at, NULL,
+                         "duplicate key \"%s.%s\" in [%s] (first set on line %d); keep only one",
+                         def->key, name, def->section, set->entries[i].file_line);
+            return;
+        }
+    }
+    set->entries = xrealloc(set->entries, (set->n_entries + 1) * sizeof *set->entries);
+    e = &set->entries[set->n_entries++];
+    memset(e, 0, sizeof *e);
+    e->name = xstrdup(name);
+    e->file_value = xstrdup(value);
+    e->file_line = at->line;
+}
+
 /*
  * One line. *section is the current section: NULL before any header, or
  * when the last header was unknown (then *in_unknown is set and its keys
@@ -253,6 +286,11 @@ static void parse_line(Loader *ld, char *line, int lineno, const SectionDef **se
         return;
     }
     const OptDef *def = config_find_option((*section)->name, key);
+    const char *map_name;
+    if (def == NULL && (def = config_find_map_option((*section)->name, key, &map_name))) {
+        add_map_entry(ld, &at, def, map_name, value);
+        return;
+    }
     if (def == NULL) {
         unknown_key(ld, &at, (*section)->name, key, false);
         return;
@@ -320,6 +358,55 @@ static void env_prefix(const SectionDef *sec, Buf *out)
     buf_append_char(out, '_');
 }
 
+/*
+ * PGFAN_SINK_KAFKA_LIBRDKAFKA_<NAME> for an OPT_MAP row: the variable name
+ * cannot be mapped back (SASL_PASSWORD: sasl.password? sasl_password?), so
+ * it overrides only an entry the file sets, found by spelling each entry
+ * as a variable. True when name starts like one of the section's map rows
+ * (handled: applied or reported).
+ */
+static bool env_map_entry(Loader *ld, const Origin *at, const SectionDef *sec, const char *name,
+                          const char *value)
+{
+    for (size_t i = 0; i < config_n_options; i++) {
+        const OptDef *def = &config_options[i];
+        Setting *set = &ld->settings[i];
+        Buf prefix = BUF_INIT;
+        bool match;
+
+        if (def->type != OPT_MAP || strcmp(def->section, sec->name) != 0)
+            continue;
+        opt_env_name(def->section, def->key, &prefix);
+        buf_append_char(&prefix, '_');
+        match = strncmp(name, prefix.data, prefix.len) == 0 && name[prefix.len] != '\0';
+        buf_free(&prefix);
+        if (!match)
+            continue;
+        for (size_t e = 0; e < set->n_entries; e++) {
+            Buf spelled = BUF_INIT;
+            bool same;
+
+            opt_env_name_map_entry(def, set->entries[e].name, &spelled);
+            same = strcmp(spelled.data, name) == 0;
+            buf_free(&spelled);
+            if (same && set->entries[e].env_name == NULL) {
+                set->entries[e].env_name = xstrdup(name);
+                set->entries[e].env_value = xstrdup(value);
+                return true;
+            }
+            if (same)
+                return true; /* a duplicate in environ: getenv() would see the first */
+        }
+        problems_add(&ld->problems, at, NULL,
+                     "no %s.<name> line of [%s] in the config file matches it; a %s.* key can "
+                     "be overridden from the environment only when the file sets it (add "
+                     "%s.<name> = <value> to the file)",
+                     def->key, def->section, def->key, def->key);
+        return true;
+    }
+    return false;
+}
+
 static void read_env_var(Loader *ld, const char *entry)
 {
     const char *eq = strchr(entry, '=');
@@ -359,6 +446,11 @@ static void read_env_var(Loader *ld, const char *entry)
     for (char *p = key; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     const OptDef *def = config_find_option(best->name, key);
+    if (def == NULL && env_map_entry(ld, &at, best, name, eq + 1)) {
+        free(key);
+        free(name);
+        return;
+    }
     if (def == NULL) {
         unknown_key(ld, &at, best->name, key, true);
         free(key);
@@ -438,6 +530,50 @@ static bool resolve(Loader *ld, const OptDef *def, const char *text, const Origi
     return true;
 }
 
+/* Every entry of an OPT_MAP row, each checked like a string value. */
+static bool resolve_map(Loader *ld, const OptDef *def, Config *cfg)
+{
+    const Setting *set = &ld->settings[option_index(def)];
+    bool fine = true;
+
+    for (size_t i = 0; i < set->n_entries; i++) {
+        const MapEntry *e = &set->entries[i];
+        Origin at = {.kind = ORIGIN_FILE, .line = e->file_line};
+        const char *text = e->file_value;
+        OptValue value;
+        OptCheck why;
+        char *name = e->name;
+
+        if (e->env_name) {
+            at.kind = ORIGIN_ENV;
+            at.env_name = e->env_name;
+            text = e->env_value;
+        }
+        why.why[0] = why.hint[0] = '\0';
+        if (!opt_parse_value(def, text, &value, &why) ||
+            (def->validate_entry && !def->validate_entry(name, text, &why))) {
+            Buf shown = BUF_INIT;
+
+            buf_append_char(&shown, '"');
+            buf_append_str(&shown, opt_map_name_is_secret(def, name) ? "*****" : text);
+            buf_append_char(&shown, '"');
+            problems_add(&ld->problems, &at, why.hint, "invalid value %s for %s.%s in [%s]: %s",
+                         shown.data, def->key, name, def->section, why.why);
+            buf_free(&shown);
+            opt_value_free(&value);
+            fine = false;
+            continue;
+        }
+        value.items = &name;
+        value.n_items = 1;
+        opt_store(def, &value, cfg, &why);
+        value.items = NULL;
+        value.n_items = 0;
+        opt_value_free(&value);
+    }
+    return fine;
+}
+
 static void check_orders(Loader *ld, const OptValue *values, const bool *ok)
 {
     for (size_t i = 0; i < config_n_orders; i++) {
@@ -504,6 +640,10 @@ static void resolve_all(Loader *ld, Config *cfg)
         Origin at;
         const char *text = setting_text(ld, def, &at);
 
+        if (def->type == OPT_MAP) {
+            ok[i] = resolve_map(ld, def, cfg);
+            continue;
+        }
         if (text == NULL) {
             /* a disabled sink's required keys are not required */
             if (def->required && section_active(ld, config_find_section(def->section))) {
@@ -528,12 +668,21 @@ static void resolve_all(Loader *ld, Config *cfg)
 
         if (def->default_from == NULL || setting_text(ld, def, &at) != NULL)
             continue;
-        const OptDef *from = config_find_option(def->section, def->default_from);
+        const OptDef *from = config_find_option(
+            def->default_from_section ? def->default_from_section : def->section,
+            def->default_from);
         size_t fi = option_index(from);
-        if (ok[fi]) {
-            const char *text = setting_text(ld, from, &at);
-            ok[i] = resolve(ld, def, text, &at, cfg, &values[i]);
+        const char *text = ok[fi] ? setting_text(ld, from, &at) : NULL;
+        /* a chain ([sink.kafka] topic_prefix <- [source] name <- slot) */
+        while (text == NULL && ok[fi] && from->default_from) {
+            from = config_find_option(
+                from->default_from_section ? from->default_from_section : from->section,
+                from->default_from);
+            fi = option_index(from);
+            text = ok[fi] ? setting_text(ld, from, &at) : NULL;
         }
+        if (text)
+            ok[i] = resolve(ld, def, text, &at, cfg, &values[i]);
     }
     check_orders(ld, values, ok);
 
@@ -570,6 +719,13 @@ bool config_load(const char *path, Config **out, PfError *err)
         free(ld.settings[i].file_value);
         free(ld.settings[i].env_value);
         free(ld.settings[i].env_name);
+        for (size_t e = 0; e < ld.settings[i].n_entries; e++) {
+            free(ld.settings[i].entries[e].name);
+            free(ld.settings[i].entries[e].file_value);
+            free(ld.settings[i].entries[e].env_value);
+            free(ld.settings[i].entries[e].env_name);
+        }
+        free(ld.settings[i].entries);
     }
     free(ld.settings);
     free(ld.section_seen);
@@ -591,6 +747,8 @@ void config_free(Config *cfg)
 
         if (def->type == OPT_STRING && def->set == NULL)
             free(*(char **)(void *)((char *)cfg + def->offset));
+        if (def->type == OPT_MAP)
+            config_map_free((ConfigMap *)(void *)((char *)cfg + def->offset));
     }
     for (size_t i = 0; i < cfg->source.n_tables; i++) {
         free(cfg->source.tables[i].schema);

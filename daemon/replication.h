@@ -19,7 +19,7 @@
 #include "../common/error.h"
 #include "../config/config.h"
 #include "../sinks/sink.h"
-#include "loop.h"
+#include "../common/loop.h"
 #include "pipeline.h"
 
 typedef enum ReplState {

@@ -7,7 +7,7 @@
 #include "../common/buf.h"
 #include "../common/log.h"
 #include "../common/mem.h"
-#include "loop.h"
+#include "../common/loop.h"
 #include "notify.h"
 #include "pipeline.h"
 #include "replication.h"

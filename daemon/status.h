@@ -23,7 +23,7 @@
 #include "../common/buf.h"
 #include "../common/clock.h"
 #include "../common/error.h"
-#include "loop.h"
+#include "../common/loop.h"
 
 #include <stddef.h>
 

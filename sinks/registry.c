@@ -10,9 +10,13 @@
 #include <string.h>
 
 extern const SinkOps sink_file_ops;
+extern const SinkOps sink_kafka_ops;
+extern const SinkOps sink_webhook_ops;
 
 static const SinkOps *const sink_table[] = {
     &sink_file_ops,
+    &sink_kafka_ops,
+    &sink_webhook_ops,
 };
 
 #define N_SINKS (sizeof sink_table / sizeof sink_table[0])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_file.sh - pgfan's file sink against pg_recvlogical on the same WAL.
 #
-#   tests/bench/bench_file.sh [-n N] [--seed S] [--results FILE] [--no-append] [-k]
+#   tests/bench/bench_file.sh [-n N] [--seed S] [--sink file|kafka] [--results FILE] [--no-append] [-k]
 #
 # Not part of the pass/fail suite. Method (reference/baseline.md section 4):
 #  1. a throwaway PostgreSQL 15 (tests/harness/pg.sh) tuned for the run:
@@ -19,6 +19,12 @@
 #     include-pk; TCP 127.0.0.1);
 #  7. drain slot 2 with `pgfan run` (file sink, tables = public.orders, TCP
 #     127.0.0.1) until the slot's confirmed_flush_lsn >= ENDPOS, then SIGTERM.
+#     --sink kafka: the Kafka sink instead, producing to librdkafka's mock
+#     cluster in a process of its own (build/tests/mock_broker, one broker,
+#     topic bench.public.orders with 64 partitions; the mock keeps only the
+#     last ~5 MiB per partition, which is fine: nothing reads it back). The
+#     changes are counted from pgfan's status (sink events), not a file.
+#     BENCH_KAFKA_LINGER=50ms sets the sink's linger (default 5ms).
 # Each client's CPU (user+sys) and peak RSS come from /usr/bin/time -v; its
 # walsender's CPU is sampled from /proc. pgfan's wall time ends when the
 # server has its confirmation (what its contract is about), so it includes
@@ -44,6 +50,7 @@ PGSH=$ROOT/tests/harness/pg.sh
 
 N=1000000
 SEED=0.42
+SINK=file
 RESULTS=$ROOT/docs/bench/results.md
 APPEND=1
 KEEP=0
@@ -54,6 +61,7 @@ usage: tests/bench/bench_file.sh [-n N] [--seed S] [--results FILE] [--no-append
 
   -n N            row changes in the workload (default $N)
   --seed S        workload seed, -1..1 (default $SEED)
+  --sink S        pgfan's sink: file (default) or kafka (a mock broker process)
   --results FILE  append the results there (default docs/bench/results.md)
   --no-append     print the table only
   -k, --keep      keep the run directory (outputs, logs) and do not stop PostgreSQL
@@ -75,6 +83,11 @@ while (($#)); do
     --seed)
         [[ $# -ge 2 ]] || die "--seed needs a value"
         SEED=$2
+        shift
+        ;;
+    --sink)
+        [[ $# -ge 2 && ( "$2" == file || "$2" == kafka ) ]] || die "--sink needs file or kafka"
+        SINK=$2
         shift
         ;;
     --results)
@@ -141,6 +154,7 @@ chmod 755 "$RUN"
 PG_STARTED=0
 TIME_PID=""
 CLIENT_PID=""
+BROKER_PID=""
 
 cleanup() {
     local rc=$?
@@ -150,6 +164,10 @@ cleanup() {
     fi
     if [[ -n "$TIME_PID" ]]; then
         wait "$TIME_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$BROKER_PID" ]]; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
     fi
     if ((KEEP)); then
         echo "bench: kept $RUN (PostgreSQL still running; stop it with: $PGSH stop $RUN/pg)"
@@ -315,10 +333,24 @@ socket = $RUN/pgfan.sock
 [log]
 level = info
 
-[sink.file]
-path = $RUN/pgfan.ndjson
-fsync_interval = 100ms
 EOF
+if [[ "$SINK" == kafka ]]; then
+    MOCK_BROKER=$ROOT/build/tests/mock_broker
+    [[ -x "$MOCK_BROKER" ]] || (cd "$ROOT" && ninja -C build tests/mock_broker) >&2 ||
+        die "could not build $MOCK_BROKER"
+    "$MOCK_BROKER" "$RUN/bootstrap" 1 bench.public.orders:64 2>"$RUN/broker.log" &
+    BROKER_PID=$!
+    for _ in $(seq 100); do
+        [[ -s "$RUN/bootstrap" ]] && break
+        sleep 0.1
+    done
+    [[ -s "$RUN/bootstrap" ]] || die "the mock broker did not start (log: $RUN/broker.log)"
+    printf '[sink.kafka]\nbrokers = %s\ntopic_prefix = bench\nlinger = %s\n' \
+        "$(cat "$RUN/bootstrap")" "${BENCH_KAFKA_LINGER:-5ms}" >>"$RUN/pgfan.conf"
+    : >"$RUN/pgfan.ndjson" # no file output: record() reads its size
+else
+    printf '[sink.file]\npath = %s\nfsync_interval = 100ms\n' "$RUN/pgfan.ndjson" >>"$RUN/pgfan.conf"
+fi
 for v in $(compgen -e | grep '^PGFAN_' || true); do
     unset "$v"
 done
@@ -354,8 +386,8 @@ while :; do
         { tail -n 5 "$RUN/pgfan.log" >&2; die "pgfan did not confirm $ENDPOS within ${deadline_s}s"; }
     [[ -n "$WS_PID" ]] || find_walsender bench_pgfan
     sample_walsender
-    confirmed=$("$PGFAN" status -s "$RUN/pgfan.sock" --json 2>/dev/null |
-        sed -n 's/.*"confirmed_lsn":"\([0-9A-Fa-f]*\/[0-9A-Fa-f]*\)".*/\1/p' || true)
+    STATUS_JSON=$("$PGFAN" status -s "$RUN/pgfan.sock" --json 2>/dev/null || true)
+    confirmed=$(sed -n 's/.*"confirmed_lsn":"\([0-9A-Fa-f]*\/[0-9A-Fa-f]*\)".*/\1/p' <<<"$STATUS_JSON" || true)
     if [[ -n "$confirmed" ]] && (($(lsn_int "$confirmed") >= end_int)); then
         if [[ "$("${PSQL[@]}" -d shop -At -c "SELECT confirmed_flush_lsn >= '$ENDPOS'
                 FROM pg_replication_slots WHERE slot_name = 'bench_pgfan'")" == t ]]; then
@@ -373,10 +405,27 @@ TIME_PID=""
 CLIENT_PID=""
 ((rc == 0)) || { tail -n 20 "$RUN/pgfan.log" >&2; die "pgfan exited with status $rc after SIGTERM (expected 0)"; }
 record pgfan "$RUN/pgfan.time" "$(fsub "$t1" "$t0")" "$RUN/pgfan.ndjson"
-LAST_WRITE_S=$(fsub "$(stat -c %.9Y "$RUN/pgfan.ndjson")" "$t0")
-R[pgfan.ins]=$(grep -c '"op":"c"' "$RUN/pgfan.ndjson" || true)
-R[pgfan.upd]=$(grep -c '"op":"u"' "$RUN/pgfan.ndjson" || true)
-R[pgfan.del]=$(grep -c '"op":"d"' "$RUN/pgfan.ndjson" || true)
+if [[ "$SINK" == kafka ]]; then
+    LAST_WRITE_S=n/a # no file: delivery is what the confirmation waits for
+else
+    LAST_WRITE_S=$(fsub "$(stat -c %.9Y "$RUN/pgfan.ndjson")" "$t0")
+fi
+if [[ "$SINK" == kafka ]]; then
+    # The status has the sink's accepted row events and delivered key+value
+    # bytes (deletes also produce a tombstone record).
+    events=$(sed -n 's/.*"name":"kafka"[^}]*"events":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
+    R[pgfan.bytes]=$(sed -n 's/.*"name":"kafka"[^}]*"bytes":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
+    R[pgfan.lines]=${events:-0}
+    if [[ "${events:-0}" == "$N" ]]; then
+        R[pgfan.ins]=$N_INS R[pgfan.upd]=$N_UPD R[pgfan.del]=$N_DEL
+    else
+        R[pgfan.ins]="${events:-0} events" R[pgfan.upd]=? R[pgfan.del]=?
+    fi
+else
+    R[pgfan.ins]=$(grep -c '"op":"c"' "$RUN/pgfan.ndjson" || true)
+    R[pgfan.upd]=$(grep -c '"op":"u"' "$RUN/pgfan.ndjson" || true)
+    R[pgfan.del]=$(grep -c '"op":"d"' "$RUN/pgfan.ndjson" || true)
+fi
 log "pgfan: ${R[pgfan.wall]}s to confirmation (last event written at +${LAST_WRITE_S}s), ${R[pgfan.lines]} lines"
 
 # ---- 5. check and report ----
@@ -406,11 +455,11 @@ TABLE=$(
     echo "| client | wall s | changes/s | ratio to pg_recvlogical | CPU s (user+sys) | CPU µs/change | walsender CPU s | peak RSS MB | output MB | lines |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     row recv pg_recvlogical
-    row pgfan "pgfan (file sink)"
+    row pgfan "pgfan ($SINK sink)"
 )
 REPORT=$(
     cat <<EOF
-## $(date -u '+%Y-%m-%d %H:%M UTC') - bench_file.sh, N=$N
+## $(date -u '+%Y-%m-%d %H:%M UTC') - bench_file.sh, N=$N, pgfan sink: $SINK
 
 Machine: $MACHINE; PostgreSQL $PG_VERSION; pgfan $COMMIT ($BUILD_INFO).
 Workload: bench_workload($N, $SEED): $N_INS inserts, $N_UPD updates, $N_DEL deletes on orders,

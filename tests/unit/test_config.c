@@ -229,9 +229,9 @@ START_TEST(test_bad_file_reports_everything)
         "bad.conf:8: duplicate key \"tables\" in [source] (first set on line 7); keep "
         "only one\n"
         "bad.conf:10: unknown section [sorce]; did you mean [source]? known sections: "
-        "source, status, log, sink.file\n"
+        "source, status, log, sink.file, sink.kafka, sink.webhook\n"
         "bad.conf:13: unknown sink [sink.fiel]; did you mean [sink.file]? known sinks: "
-        "file";
+        "file, kafka, webhook";
     PfError err;
     Config *cfg = NULL;
     char *cwd = getcwd(NULL, 0);
@@ -289,7 +289,9 @@ START_TEST(test_table_rows_are_consistent)
 
         ck_assert_ptr_nonnull(config_find_section(def->section));
         ck_assert_ptr_nonnull(def->desc);
-        ck_assert_msg(def->def || def->required || def->default_from, "%s has no default",
+        ck_assert_msg(def->def || def->required || def->default_from || def->optional ||
+                          def->type == OPT_MAP,
+                      "%s has no default",
                       def->key);
         if (def->required)
             ck_assert_ptr_nonnull(def->example);
@@ -546,15 +548,16 @@ START_TEST(test_unknown_section_and_sink)
 {
     expect_error(MINIMAL "[sorce]\nslot = x\n",
                  "pgfan.conf:4: unknown section [sorce]; did you mean [source]? known sections: "
-                 "source, status, log, sink.file");
+                 "source, status, log, sink.file, sink.kafka, sink.webhook");
     expect_error(MINIMAL "[metrics]\n",
                  "pgfan.conf:4: unknown section [metrics]; known sections: source, status, log, "
-                 "sink.file");
-    expect_error(MINIMAL "[sink.kafka]\nbrokers = x\n",
-                 "pgfan.conf:4: unknown sink [sink.kafka]; known sinks: file");
+                 "sink.file, sink.kafka, sink.webhook");
+    expect_error(MINIMAL "[sink.elasticsearch]\nurl = x\n",
+                 "pgfan.conf:4: unknown sink [sink.elasticsearch]; known sinks: file, kafka, "
+                 "webhook");
     expect_error(MINIMAL "[sink.flie]\n",
                  "pgfan.conf:4: unknown sink [sink.flie]; did you mean [sink.file]? known sinks: "
-                 "file");
+                 "file, kafka, webhook");
 }
 END_TEST
 
@@ -886,7 +889,7 @@ START_TEST(test_env_errors)
     setenv("PGFAN_SOURCE_TABLE", "x", 1);
     setenv("PGFAN_SOURCE_STATUS_INTERVAL", "soon", 1);
     setenv("PGFAN_SINK_FILE_MAX_BUFFER", "2GB", 1);
-    setenv("PGFAN_SINK_KAFKA_BROKERS", "localhost:9092", 1);
+    setenv("PGFAN_SINK_ELASTICSEARCH_URL", "http://localhost:9200", 1);
     msg = load_fail(MINIMAL, &err);
     /* sorted by variable order in environ: check each line is there, and nothing else */
     ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SOURCE_TABLE: unknown key \"table\" in "
@@ -896,8 +899,9 @@ START_TEST(test_env_errors)
                                       "duration such as 500ms, 10s or 1min"));
     ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SINK_FILE_MAX_BUFFER: max_buffer in "
                                       "[sink.file] must be between 64kB and 1GB (got 2GB)"));
-    ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SINK_KAFKA_BROKERS: does not name a "
-                                      "known sink; known sinks: file (PGFAN_SINK_<NAME>_<KEY>)"));
+    ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SINK_ELASTICSEARCH_URL: does not name a "
+                                      "known sink; known sinks: file, kafka, webhook "
+                                      "(PGFAN_SINK_<NAME>_<KEY>)"));
     ck_assert_ptr_null(strstr(msg, "pgfan.conf"));
     free(msg);
 }
@@ -1019,6 +1023,281 @@ START_TEST(test_suggest)
 }
 END_TEST
 
+/* ---- prefix maps (OPT_MAP): [sink.kafka] librdkafka.* and topic.* ---- */
+
+#define KAFKA MINIMAL "[sink.kafka]\nbrokers = k1:9092,k2:9092\n"
+
+START_TEST(test_map_entries)
+{
+    Config *cfg = load_ok(KAFKA "librdkafka.security.protocol = SASL_SSL\n"
+                                "librdkafka.sasl.password = hunter2 ; inline comment\n"
+                                "topic.public.orders = shop-orders\n"
+                                "compression = zstd\n");
+
+    ck_assert(cfg->kafka.enabled);
+    ck_assert(cfg->file.enabled == false);
+    ck_assert_str_eq(cfg->kafka.brokers, "k1:9092,k2:9092");
+    ck_assert_str_eq(cfg->kafka.topic_prefix, cfg->source.name);
+    ck_assert_uint_eq(cfg->kafka.librdkafka.n, 2);
+    ck_assert_str_eq(cfg->kafka.librdkafka.items[0].key, "security.protocol");
+    ck_assert_str_eq(config_map_get(&cfg->kafka.librdkafka, "security.protocol"), "SASL_SSL");
+    ck_assert_str_eq(config_map_get(&cfg->kafka.librdkafka, "sasl.password"), "hunter2");
+    ck_assert_ptr_null(config_map_get(&cfg->kafka.librdkafka, "sasl"));
+    ck_assert_uint_eq(cfg->kafka.topics.n, 1);
+    ck_assert_str_eq(config_map_get(&cfg->kafka.topics, "public.orders"), "shop-orders");
+    ck_assert_int_eq(cfg->kafka.compression, KAFKA_COMPRESSION_ZSTD);
+    ck_assert(cfg->kafka.tombstones);
+    ck_assert_int_eq(cfg->kafka.linger, 5 * USECS_PER_MSEC);
+    ck_assert_uint_eq(cfg->kafka.queue_max_messages, 100000);
+    ck_assert_uint_eq(cfg->kafka.queue_max_kbytes, 65536);
+    ck_assert(config_sink_enabled(cfg, "kafka"));
+    ck_assert(!config_sink_enabled(cfg, "file"));
+    config_free(cfg);
+
+    /* no entries: an empty map */
+    cfg = load_ok(KAFKA "topic_prefix = shop\n");
+    ck_assert_uint_eq(cfg->kafka.librdkafka.n, 0);
+    ck_assert_ptr_null(config_map_get(&cfg->kafka.librdkafka, "x"));
+    ck_assert_str_eq(cfg->kafka.topic_prefix, "shop");
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_map_print_redacts)
+{
+    Config *cfg = load_ok(KAFKA "librdkafka.security.protocol = SASL_SSL\n"
+                                "librdkafka.sasl.password = hunter2\n"
+                                "librdkafka.ssl.key.password = k3y\n"
+                                "librdkafka.sasl.oauthbearer.client.secret = oauth\n"
+                                "librdkafka.ssl.key.pem = PEMDATA\n");
+    char *text = print_to_string(cfg);
+
+    ck_assert_ptr_null(strstr(text, "hunter2"));
+    ck_assert_ptr_null(strstr(text, "k3y"));
+    ck_assert_ptr_null(strstr(text, "oauth\n"));
+    ck_assert_ptr_null(strstr(text, "PEMDATA"));
+    ck_assert_ptr_nonnull(strstr(text, "\nlibrdkafka.security.protocol = SASL_SSL\n"
+                                       "librdkafka.sasl.password = *****\n"
+                                       "librdkafka.ssl.key.password = *****\n"
+                                       "librdkafka.sasl.oauthbearer.client.secret = *****\n"
+                                       "librdkafka.ssl.key.pem = *****\n"));
+    ck_assert_ptr_nonnull(strstr(text, "; topic.<name> = (none)\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\ncompression = lz4\n"));
+    config_free(cfg);
+    free(text);
+
+    /* what check-config prints (without secrets) loads again */
+    cfg = load_ok(KAFKA "librdkafka.client.id = pgfan-1\ntopic.public.orders = o\n");
+    text = print_to_string(cfg);
+    ck_assert_ptr_nonnull(strstr(text, "\nlibrdkafka.client.id = pgfan-1\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\ntopic.public.orders = o\n"));
+    Config *again = load_ok(text);
+    char *text2 = print_to_string(again);
+    ck_assert_str_eq(strchr(text2, '\n'), strchr(text, '\n'));
+    config_free(again);
+    config_free(cfg);
+    free(text);
+    free(text2);
+}
+END_TEST
+
+START_TEST(test_map_errors)
+{
+    expect_error(KAFKA "librdkafka.sasl.username = a\nlibrdkafka.sasl.username = b\n",
+                 "pgfan.conf:7: duplicate key \"librdkafka.sasl.username\" in [sink.kafka] (first "
+                 "set on line 6); keep only one");
+    expect_error(KAFKA "librdkafka.client.id =\n",
+                 "pgfan.conf:6: invalid value \"\" for librdkafka.client.id in [sink.kafka]: the "
+                 "value must not be empty");
+    expect_error(KAFKA "librdkafka.sasl.password =\n",
+                 "pgfan.conf:6: invalid value \"*****\" for librdkafka.sasl.password in "
+                 "[sink.kafka]: the value must not be empty");
+    /* the bare prefix is not an entry */
+    expect_error(KAFKA "librdkafka. = x\n",
+                 "pgfan.conf:6: unknown key \"librdkafka.\" in [sink.kafka]; did you mean "
+                 "\"librdkafka\"?");
+    expect_error(KAFKA "compression = brotli\n",
+                 "pgfan.conf:6: invalid value \"brotli\" for compression in [sink.kafka]: "
+                 "expected one of: none, gzip, snappy, lz4, zstd");
+    expect_error(MINIMAL "[sink.kafka]\ntopic_prefix = x\n",
+                 "pgfan.conf: missing required key \"brokers\" in [sink.kafka]; set it in the "
+                 "file or with PGFAN_SINK_KAFKA_BROKERS");
+}
+END_TEST
+
+/* Environment names cannot be mapped back to entry names: only file entries are overridden. */
+START_TEST(test_map_env)
+{
+    Config *cfg;
+    PfError err;
+    char *msg;
+
+    setenv("PGFAN_SINK_KAFKA_LIBRDKAFKA_SASL_PASSWORD", "from-env", 1);
+    setenv("PGFAN_SINK_KAFKA_TOPIC_PUBLIC_ORDER_ITEMS", "items", 1);
+    cfg = load_ok(KAFKA "librdkafka.sasl.password = placeholder\n"
+                        "topic.public.order-items = x\n");
+    ck_assert_str_eq(config_map_get(&cfg->kafka.librdkafka, "sasl.password"), "from-env");
+    ck_assert_str_eq(config_map_get(&cfg->kafka.topics, "public.order-items"), "items");
+    config_free(cfg);
+
+    msg = load_fail(KAFKA, &err);
+    ck_assert_str_eq(msg, "environment PGFAN_SINK_KAFKA_LIBRDKAFKA_SASL_PASSWORD: no "
+                          "librdkafka.<name> line of [sink.kafka] in the config file matches it; "
+                          "a librdkafka.* key can be overridden from the environment only when "
+                          "the file sets it (add librdkafka.<name> = <value> to the file)\n"
+                          "environment PGFAN_SINK_KAFKA_TOPIC_PUBLIC_ORDER_ITEMS: no "
+                          "topic.<name> line of [sink.kafka] in the config file matches it; "
+                          "a topic.* key can be overridden from the environment only when "
+                          "the file sets it (add topic.<name> = <value> to the file)");
+    free(msg);
+    unsetenv("PGFAN_SINK_KAFKA_TOPIC_PUBLIC_ORDER_ITEMS");
+
+    /* an empty override is refused without echoing the secret entry */
+    setenv("PGFAN_SINK_KAFKA_LIBRDKAFKA_SASL_PASSWORD", "", 1);
+    msg = load_fail(KAFKA "librdkafka.sasl.password = placeholder\n", &err);
+    ck_assert_str_eq(msg, "environment PGFAN_SINK_KAFKA_LIBRDKAFKA_SASL_PASSWORD: invalid value "
+                          "\"*****\" for librdkafka.sasl.password in [sink.kafka]: the value "
+                          "must not be empty");
+    free(msg);
+}
+END_TEST
+
+/* ---- [sink.webhook] ---- */
+
+#define WEBHOOK MINIMAL "[sink.webhook]\nurl = https://hooks.example.com/pgfan\n"
+
+START_TEST(test_webhook_defaults)
+{
+    Config *cfg = load_ok(WEBHOOK);
+
+    ck_assert(config_sink_enabled(cfg, "webhook"));
+    ck_assert(!config_sink_enabled(cfg, "file")); /* a sink section turns the default off */
+    ck_assert_str_eq(cfg->webhook.url, "https://hooks.example.com/pgfan");
+    ck_assert_uint_eq(cfg->webhook.batch_size, 10);
+    ck_assert_uint_eq(cfg->webhook.max_in_flight, 4);
+    ck_assert_int_eq(cfg->webhook.timeout, 10 * USECS_PER_SEC);
+    ck_assert_int_eq(cfg->webhook.batch_linger, 100 * USECS_PER_MSEC);
+    ck_assert_ptr_null(cfg->webhook.secret);
+    ck_assert_ptr_null(cfg->webhook.ca_file);
+    ck_assert_str_eq(cfg->webhook.dead_letter, "webhook-dead-letter.ndjson");
+    ck_assert_str_eq(cfg->webhook.user_agent, "pgfan/" PGFAN_VERSION);
+    ck_assert_uint_eq(cfg->webhook.headers.n, 0);
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_webhook_values)
+{
+    Config *cfg = load_ok(WEBHOOK "batch_size = 500\nmax_in_flight = 16\ntimeout = 30s\n"
+                                  "batch_linger = 0\nsecret = s3cret\ndead_letter = /var/dl.ndjson\n"
+                                  "user_agent = shop-cdc/2\nca_file = /etc/ca.pem\n"
+                                  "header.X-Api-Key = abc\nheader.Authorization = Bearer t0k\n");
+
+    ck_assert_uint_eq(cfg->webhook.batch_size, 500);
+    ck_assert_uint_eq(cfg->webhook.max_in_flight, 16);
+    ck_assert_int_eq(cfg->webhook.timeout, 30 * USECS_PER_SEC);
+    ck_assert_int_eq(cfg->webhook.batch_linger, 0);
+    ck_assert_str_eq(cfg->webhook.secret, "s3cret");
+    ck_assert_str_eq(cfg->webhook.dead_letter, "/var/dl.ndjson");
+    ck_assert_str_eq(cfg->webhook.user_agent, "shop-cdc/2");
+    ck_assert_str_eq(cfg->webhook.ca_file, "/etc/ca.pem");
+    ck_assert_uint_eq(cfg->webhook.headers.n, 2);
+    ck_assert_str_eq(config_map_get(&cfg->webhook.headers, "X-Api-Key"), "abc");
+    ck_assert_str_eq(config_map_get(&cfg->webhook.headers, "Authorization"), "Bearer t0k");
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_webhook_errors)
+{
+    expect_error(MINIMAL "[sink.webhook]\nbatch_size = 5\n",
+                 "pgfan.conf: missing required key \"url\" in [sink.webhook]; set it in the file "
+                 "or with PGFAN_SINK_WEBHOOK_URL");
+    expect_error(MINIMAL "[sink.webhook]\nurl = ftp://example.com/x\n",
+                 "pgfan.conf:5: invalid value \"ftp://example.com/x\" for url in [sink.webhook]: "
+                 "expected an http:// or https:// URL");
+    expect_error(MINIMAL "[sink.webhook]\nurl = https://\n",
+                 "pgfan.conf:5: invalid value \"https://\" for url in [sink.webhook]: expected an "
+                 "http:// or https:// URL");
+    expect_error(WEBHOOK "batch_size = 0\n",
+                 "pgfan.conf:6: batch_size in [sink.webhook] must be between 1 and 10000 (got 0)");
+    expect_error(WEBHOOK "max_in_flight = 65\n",
+                 "pgfan.conf:6: max_in_flight in [sink.webhook] must be between 1 and 64 (got 65)");
+    expect_error(WEBHOOK "timeout = 10ms\n",
+                 "pgfan.conf:6: timeout in [sink.webhook] must be between 100ms and 10min (got "
+                 "10ms)");
+    expect_error(WEBHOOK "secret =\n",
+                 "pgfan.conf:6: invalid value \"*****\" for secret in [sink.webhook]: the value "
+                 "must not be empty");
+    expect_error(WEBHOOK "header.X Bad = 1\n",
+                 "pgfan.conf:6: invalid value \"1\" for header.X Bad in [sink.webhook]: a header "
+                 "name has only letters, digits and !#$%&'*+-.^_`|~");
+}
+END_TEST
+
+START_TEST(test_webhook_url_hint)
+{
+    PfError err;
+    char *msg = load_fail(MINIMAL "[sink.webhook]\nurl = hooks.example.com\n", &err);
+
+    ck_assert_str_eq(msg, "pgfan.conf:5: invalid value \"hooks.example.com\" for url in "
+                          "[sink.webhook]: expected an http:// or https:// URL");
+    ck_assert_str_eq(err.hint, "write the full URL, e.g. https://hooks.example.com/pgfan");
+    free(msg);
+}
+END_TEST
+
+START_TEST(test_webhook_print_redacts)
+{
+    Config *cfg = load_ok(WEBHOOK "secret = s3cret\nheader.Authorization = Bearer t0k\n"
+                                  "header.X-Tenant = shop\n");
+    char *text = print_to_string(cfg);
+
+    ck_assert_ptr_nonnull(strstr(text, "\n[sink.webhook]\nurl = https://hooks.example.com/pgfan\n"
+                                       "batch_size = 10\nmax_in_flight = 4\ntimeout = 10s\n"
+                                       "batch_linger = 100ms\nsecret = *****\n"));
+    ck_assert_ptr_nonnull(strstr(text, "; ca_file is not set\n"));
+    ck_assert_ptr_nonnull(strstr(text, "header.Authorization = *****\n"));
+    ck_assert_ptr_nonnull(strstr(text, "header.X-Tenant = shop\n"));
+    ck_assert_ptr_null(strstr(text, "s3cret"));
+    ck_assert_ptr_null(strstr(text, "t0k"));
+    free(text);
+    config_free(cfg);
+    /* a password in the URL is hidden, in print and in error messages */
+    cfg = load_ok(MINIMAL "[sink.webhook]\nurl = https://user:pw@hooks.example.com/in\n");
+    text = print_to_string(cfg);
+    ck_assert_ptr_nonnull(strstr(text, "\nurl = https://user:*****@hooks.example.com/in\n"));
+    free(text);
+    config_free(cfg);
+    expect_error(MINIMAL "[sink.webhook]\nurl = ftp://user:pw@example.com/x\n",
+                 "pgfan.conf:5: invalid value \"ftp://user:*****@example.com/x\" for url in "
+                 "[sink.webhook]: expected an http:// or https:// URL");
+    /* unset secret: shown as not set, and the printed config loads again */
+    cfg = load_ok(WEBHOOK);
+    text = print_to_string(cfg);
+    ck_assert_ptr_nonnull(strstr(text, "; secret is not set\n"));
+    config_free(cfg);
+    cfg = load_ok(text);
+    ck_assert_ptr_null(cfg->webhook.secret);
+    config_free(cfg);
+    free(text);
+}
+END_TEST
+
+START_TEST(test_webhook_env)
+{
+    Config *cfg;
+
+    setenv("PGFAN_SINK_WEBHOOK_URL", "http://127.0.0.1:8080/in", 1);
+    setenv("PGFAN_SINK_WEBHOOK_SECRET", "from-env", 1);
+    cfg = load_ok(MINIMAL);
+    ck_assert(config_sink_enabled(cfg, "webhook"));
+    ck_assert_str_eq(cfg->webhook.url, "http://127.0.0.1:8080/in");
+    ck_assert_str_eq(cfg->webhook.secret, "from-env");
+    config_free(cfg);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1087,6 +1366,24 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_print_uri_password);
     tcase_add_test(tc, test_redact_dsn);
     tcase_add_test(tc, test_suggest);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("maps");
+    tcase_add_checked_fixture(tc, clean_env, clean_env);
+    tcase_add_test(tc, test_map_entries);
+    tcase_add_test(tc, test_map_print_redacts);
+    tcase_add_test(tc, test_map_errors);
+    tcase_add_test(tc, test_map_env);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("webhook");
+    tcase_add_checked_fixture(tc, clean_env, clean_env);
+    tcase_add_test(tc, test_webhook_defaults);
+    tcase_add_test(tc, test_webhook_values);
+    tcase_add_test(tc, test_webhook_errors);
+    tcase_add_test(tc, test_webhook_url_hint);
+    tcase_add_test(tc, test_webhook_print_redacts);
+    tcase_add_test(tc, test_webhook_env);
     suite_add_tcase(s, tc);
     return s;
 }

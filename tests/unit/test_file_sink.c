@@ -999,7 +999,14 @@ START_TEST(test_registry)
     ck_assert_ptr_null(sink_lookup("nope"));
     ck_assert_ptr_null(sink_lookup(""));
     ck_assert_str_eq(names[0], "file");
-    ck_assert_ptr_null(names[1]);
+    /* NULL-terminated, and every name finds its own sink (other sinks may follow) */
+    for (size_t i = 0; i < 16; i++) {
+        if (names[i] == NULL)
+            break;
+        ck_assert_ptr_nonnull(sink_lookup(names[i]));
+        ck_assert_str_eq(sink_lookup(names[i])->name, names[i]);
+        ck_assert_uint_lt(i, 15);
+    }
     ck_assert_ptr_eq(sink_names(), names);
 }
 END_TEST

@@ -10,7 +10,7 @@
 #include "../../common/clock.h"
 #include "../../common/error.h"
 #include "../../common/log.h"
-#include "../../daemon/loop.h"
+#include "../../common/loop.h"
 #include "../../daemon/status.h"
 #include "../../daemon/status_client.h"
 

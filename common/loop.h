@@ -10,7 +10,7 @@
 #ifndef PGFAN_LOOP_H
 #define PGFAN_LOOP_H
 
-#include "../common/clock.h"
+#include "clock.h"
 
 #include <stdbool.h>
 #include <stdint.h>

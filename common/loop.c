@@ -7,7 +7,7 @@
  */
 #include "loop.h"
 
-#include "../common/mem.h"
+#include "mem.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,0 +1,147 @@
+/*
+ * webhook_internal.h - what webhook.c and webhook_http.c share; nothing
+ * else includes it.
+ *
+ * webhook.c       the sink: SinkOps, batching into lanes, the transaction
+ *                 FIFO and durable position, retries scheduling, dead letters;
+ * webhook_http.c  the libcurl transport: one multi handle driven by the
+ *                 daemon's loop, one reused easy handle per lane, request
+ *                 headers (Idempotency-Key, signature) and the outcome of
+ *                 each request (2xx / retry / dead letter).
+ *
+ * Every structure is owned by its WebhookSink; a Batch is freed when done.
+ */
+#ifndef PGFAN_WEBHOOK_INTERNAL_H
+#define PGFAN_WEBHOOK_INTERNAL_H
+
+#include "../common/backoff.h"
+#include "../common/buf.h"
+#include "../common/loop.h"
+#include "sink.h"
+
+#include <curl/curl.h>
+
+#define RETRY_MIN (100 * USECS_PER_MSEC)
+#define RETRY_MAX (30 * USECS_PER_SEC)
+/* A Retry-After longer than this is taken as this (a misconfigured server
+ * must not park the stream for a day). */
+#define RETRY_AFTER_MAX (600 * USECS_PER_SEC)
+
+/* Response bytes kept for logs and the dead-letter file. */
+#define RESPONSE_KEEP 1024
+
+/* `count` of a batch's events belong to the transaction numbered `seq` */
+typedef struct TxnSpan {
+    uint64_t seq;
+    uint64_t count;
+} TxnSpan;
+
+typedef struct Batch {
+    struct Batch *next;
+    Buf body; /* "[e1,e2" while open; "]" is appended when sealed */
+    size_t n_events;
+    Lsn first_commit, first_lsn, last_lsn;
+    TxnSpan *spans;
+    size_t n_spans;
+    TimeUs opened_at;
+    bool sealed;
+} Batch;
+
+typedef struct WebhookSink WebhookSink;
+
+typedef struct Lane {
+    WebhookSink *sink;
+    Batch *head, *tail;
+    CURL *easy;
+    struct curl_slist *req_headers; /* of the request in flight */
+    bool in_flight;
+    bool retrying;
+    TimeUs retry_at;
+    Backoff backoff;
+    Buf response;          /* first RESPONSE_KEEP bytes of the answer */
+    int64_t retry_after_s; /* Retry-After of the answer, -1 when none */
+    char errbuf[CURL_ERROR_SIZE];
+} Lane;
+
+typedef struct Txn {
+    Lsn end_lsn;
+    uint64_t outstanding; /* events of it not yet done */
+    bool committed;
+    bool abandoned; /* a BEGIN came before its COMMIT: it never becomes durable */
+} Txn;
+
+struct WebhookSink {
+    char *url;
+    char *shown_url; /* url without user:password@, for logs and dead letters */
+    char *secret;
+    char *dead_letter_path;
+    int dead_letter_fd;
+    size_t batch_size;
+    TimeUs linger;
+    size_t max_events;
+    const SourceInfo *source;
+    Loop *loop;
+
+    CURLM *multi;
+    bool curl_ready;   /* curl_global_init succeeded: close undoes it */
+    TimeUs curl_timer; /* libcurl's deadline, TIME_NEVER when disarmed */
+    struct curl_slist *base_headers;
+    Lane *lanes;
+    size_t n_lanes;
+    bool flushing;
+
+    /* transaction FIFO: a ring of txn_cap entries, txn_head is seq txn_base */
+    Txn *txns;
+    size_t txn_cap, txn_head, txn_count;
+    uint64_t txn_base;
+    bool open_txn; /* the newest entry awaits its COMMIT */
+
+    Lsn durable;
+    uint64_t queued_events;
+    size_t queued_bytes;
+    Buf scratch;
+
+    bool failed;
+    PfError fatal;
+
+    uint64_t events;
+    uint64_t bytes;
+    uint64_t retries;
+    uint64_t errors;
+    uint64_t dead_letters;
+    char last_error[256];
+};
+
+/* --- webhook.c: called by the transport with a request's outcome --- */
+
+/* The lane's head batch is done (2xx or dead-lettered): frees it and moves
+ * the durable position. */
+void webhook_lane_done(Lane *lane);
+
+/* Schedules the lane's head batch again after a backoff (at least the
+ * answer's Retry-After); cause ends the logged "could not deliver" message. */
+void webhook_lane_retry(Lane *lane, TimeUs now, const char *cause);
+
+/* Writes the lane's head batch to the dead-letter file (fsynced); false
+ * when that failed, which fails the sink. */
+bool webhook_dead_letter(Lane *lane, long status);
+
+/* Marks the sink failed with err (kept and returned by every poll). */
+void webhook_fail(WebhookSink *s, const PfError *err);
+
+/* --- webhook_http.c --- */
+
+/* Creates the multi handle (socket and timer callbacks into s->loop), the
+ * common headers and one easy handle per lane. */
+bool webhook_http_open(WebhookSink *s, const Config *cfg, PfError *err);
+
+/* Releases every libcurl object; requests in flight are abandoned. */
+void webhook_http_close(WebhookSink *s);
+
+/* Sends the lane's head batch (sealed). False: the sink failed. */
+bool webhook_http_start(Lane *lane);
+
+/* Runs libcurl's due timeouts and collects finished requests. */
+void webhook_http_run_timeouts(WebhookSink *s);
+
+#endif
