@@ -351,6 +351,14 @@ fi
 ((total > 0)) || die "pgfan wrote no events"
 echo "the file matches what PostgreSQL decoded"
 
+# The same events in Kafka: pgfan runs librdkafka's mock cluster (brokers = mock:3).
+KAFKA=$(sed -n 's/.*read it with: kcat -b \([^ ]*\) .*/\1/p' "$RUN/pgfan.log" | tail -n 1)
+if [[ -n "$KAFKA" ]] && command -v kcat >/dev/null; then
+    n_kafka=$(timeout 30 kcat -b "$KAFKA" -C -t shop.public.orders -e -q -f '%k\n' 2>/dev/null | wc -l || true)
+    echo "Kafka (mock cluster at $KAFKA): $n_kafka messages in topic shop.public.orders" \
+        "(changes of orders, plus a tombstone after each delete)"
+fi
+
 cat <<EOF
 
 Where to look:
@@ -358,6 +366,7 @@ Where to look:
   status:   $PGFAN status -s $SOCK [--json]
   database: psql "host=$PGHOST port=$PGPORT user=$PGUSER dbname=shop"
   more traffic: psql "host=$PGHOST port=$PGPORT user=$PGUSER dbname=shop" -c "CALL shop_workload(1000, 0.5)"
+  kafka:    kcat -b ${KAFKA:-<address in the pgfan log>} -C -t shop.public.orders -e -f '%k %s\n'   (also shop.public.order_items, ...)
   pgfan log: $RUN/pgfan.log
   config:    $CONF
 EOF
