@@ -72,7 +72,12 @@ void txn_tracker_sent(TxnTracker *t, uint64_t seq)
 
 void txn_tracker_acked(TxnTracker *t, uint64_t seq)
 {
-    entry(t, seq)->outstanding--;
+    txn_tracker_acked_n(t, seq, 1);
+}
+
+void txn_tracker_acked_n(TxnTracker *t, uint64_t seq, uint64_t n)
+{
+    entry(t, seq)->outstanding -= n;
 }
 
 void txn_tracker_commit(TxnTracker *t, Lsn end_lsn)

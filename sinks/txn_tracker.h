@@ -49,9 +49,11 @@ void txn_tracker_begin(TxnTracker *t);
 /* The open transaction's sequence number, opening one if none is open. */
 uint64_t txn_tracker_current(TxnTracker *t);
 
-/* A record of transaction seq was sent / acknowledged. */
+/* A record of transaction seq was sent / acknowledged; acked_n acknowledges
+ * n records of seq at once (a batch). */
 void txn_tracker_sent(TxnTracker *t, uint64_t seq);
 void txn_tracker_acked(TxnTracker *t, uint64_t seq);
+void txn_tracker_acked_n(TxnTracker *t, uint64_t seq, uint64_t n);
 
 /* COMMIT of the open transaction (opening an empty one if none is open). */
 void txn_tracker_commit(TxnTracker *t, Lsn end_lsn);

@@ -81,47 +81,6 @@ void webhook_fail(WebhookSink *s, const PfError *err)
     log_error(LOG_COMPONENT, "%s", err->msg);
 }
 
-/* Transactions ------------------------------------------------------------- */
-
-static Txn *txn_at(WebhookSink *s, uint64_t seq)
-{
-    return &s->txns[(s->txn_head + (size_t)(seq - s->txn_base)) % s->txn_cap];
-}
-
-static uint64_t txn_push(WebhookSink *s, Lsn end_lsn)
-{
-    if (s->txn_count == s->txn_cap) {
-        size_t cap = s->txn_cap ? s->txn_cap * 2 : 64;
-        Txn *n = xcalloc(cap, sizeof *n);
-
-        for (size_t i = 0; i < s->txn_count; i++)
-            n[i] = s->txns[(s->txn_head + i) % s->txn_cap];
-        free(s->txns);
-        s->txns = n;
-        s->txn_cap = cap;
-        s->txn_head = 0;
-    }
-    s->txns[(s->txn_head + s->txn_count) % s->txn_cap] = (Txn){.end_lsn = end_lsn};
-    s->txn_count++;
-    return s->txn_base + s->txn_count - 1;
-}
-
-/* Pops every done transaction at the front; the durable position follows. */
-static void advance_durable(WebhookSink *s)
-{
-    while (s->txn_count > 0) {
-        Txn *t = &s->txns[s->txn_head];
-
-        if (t->outstanding > 0 || (!t->committed && !t->abandoned))
-            break;
-        if (t->committed && t->end_lsn > s->durable)
-            s->durable = t->end_lsn;
-        s->txn_head = (s->txn_head + 1) % s->txn_cap;
-        s->txn_count--;
-        s->txn_base++;
-    }
-}
-
 /* Batches ------------------------------------------------------------------ */
 
 static void batch_free(Batch *b)
@@ -156,7 +115,7 @@ void webhook_lane_done(Lane *lane)
     Batch *b = lane->head;
 
     for (size_t i = 0; i < b->n_spans; i++)
-        txn_at(s, b->spans[i].seq)->outstanding -= b->spans[i].count;
+        txn_tracker_acked_n(&s->txns, b->spans[i].seq, b->spans[i].count);
     s->queued_events -= b->n_events;
     s->queued_bytes -= b->body.len;
     lane->head = b->next;
@@ -169,7 +128,7 @@ void webhook_lane_done(Lane *lane)
         lane->retrying = false;
     }
     backoff_reset(&lane->backoff);
-    advance_durable(s);
+    txn_tracker_advance(&s->txns);
 }
 
 /* Requests ----------------------------------------------------------------- */
@@ -361,6 +320,7 @@ static void *webhook_open(const SinkContext *ctx, PfError *err)
     lanes = cfg->webhook.max_in_flight ? cfg->webhook.max_in_flight : 4;
 
     s = xcalloc(1, sizeof *s);
+    txn_tracker_init(&s->txns);
     s->dead_letter_fd = -1;
     s->url = xstrdup(cfg->webhook.url);
     s->shown_url = strip_userinfo(s->url);
@@ -413,7 +373,7 @@ static void webhook_close(void *self)
         close(s->dead_letter_fd);
     buf_free(&s->scratch);
     free(s->lanes);
-    free(s->txns);
+    txn_tracker_free(&s->txns);
     free(s->url);
     free(s->shown_url);
     free(s->secret);
@@ -457,13 +417,9 @@ static void take_row(WebhookSink *s, const Change *change)
     size_t before;
     uint64_t seq;
 
-    if (!s->open_txn) {
-        /* A row without BEGIN (not sent by the pipeline): give it a
-         * transaction of its own that its COMMIT will close. */
-        txn_push(s, change->end_lsn);
-        s->open_txn = true;
-    }
-    seq = s->txn_base + s->txn_count - 1;
+    /* A row without BEGIN (not sent by the pipeline) gets a transaction of
+     * its own that its COMMIT will close. */
+    seq = txn_tracker_current(&s->txns);
     if (!b || b->sealed) {
         b = xcalloc(1, sizeof *b);
         buf_append_char(&b->body, '[');
@@ -485,7 +441,7 @@ static void take_row(WebhookSink *s, const Change *change)
     b->n_events++;
     b->last_lsn = change->lsn;
     batch_add_span(b, seq);
-    txn_at(s, seq)->outstanding++;
+    txn_tracker_sent(&s->txns, seq);
     s->queued_events++;
     s->events++;
     if (b->n_events >= s->batch_size || b->body.len >= MAX_BODY_BYTES)
@@ -502,10 +458,8 @@ static bool webhook_submit(void *self, const Change *change, PfError *err)
     }
     switch (change->kind) {
     case CHANGE_BEGIN:
-        if (s->open_txn)
-            txn_at(s, s->txn_base + s->txn_count - 1)->abandoned = true;
-        txn_push(s, change->end_lsn);
-        s->open_txn = true;
+        /* A transaction still open is abandoned (see sink.h). */
+        txn_tracker_begin(&s->txns);
         return true;
     case CHANGE_INSERT:
     case CHANGE_UPDATE:
@@ -514,12 +468,8 @@ static bool webhook_submit(void *self, const Change *change, PfError *err)
         take_row(s, change);
         return true;
     case CHANGE_COMMIT:
-        if (!s->open_txn)
-            txn_push(s, change->end_lsn);
-        txn_at(s, s->txn_base + s->txn_count - 1)->end_lsn = change->end_lsn;
-        txn_at(s, s->txn_base + s->txn_count - 1)->committed = true;
-        s->open_txn = false;
-        advance_durable(s);
+        txn_tracker_commit(&s->txns, change->end_lsn);
+        txn_tracker_advance(&s->txns);
         return true;
     case CHANGE_MESSAGE:
         return true;
@@ -531,7 +481,7 @@ static Lsn webhook_durable_lsn(const void *self)
 {
     const WebhookSink *s = self;
 
-    return s->durable;
+    return s->txns.durable;
 }
 
 static bool webhook_can_accept(const void *self)
@@ -608,7 +558,7 @@ static void webhook_status(const void *self, SinkStatus *out)
         out->state = "backpressure";
     else
         out->state = "ok";
-    out->durable_lsn = s->durable;
+    out->durable_lsn = s->txns.durable;
     out->queue_depth = s->queued_events;
     out->queued_bytes = s->queued_bytes;
     out->events = s->events;

@@ -18,6 +18,7 @@
 #include "../common/buf.h"
 #include "../common/loop.h"
 #include "sink.h"
+#include "txn_tracker.h"
 
 #include <curl/curl.h>
 
@@ -63,13 +64,6 @@ typedef struct Lane {
     char errbuf[CURL_ERROR_SIZE];
 } Lane;
 
-typedef struct Txn {
-    Lsn end_lsn;
-    uint64_t outstanding; /* events of it not yet done */
-    bool committed;
-    bool abandoned; /* a BEGIN came before its COMMIT: it never becomes durable */
-} Txn;
-
 struct WebhookSink {
     char *url;
     char *shown_url; /* url without user:password@, for logs and dead letters */
@@ -90,13 +84,9 @@ struct WebhookSink {
     size_t n_lanes;
     bool flushing;
 
-    /* transaction FIFO: a ring of txn_cap entries, txn_head is seq txn_base */
-    Txn *txns;
-    size_t txn_cap, txn_head, txn_count;
-    uint64_t txn_base;
-    bool open_txn; /* the newest entry awaits its COMMIT */
-
-    Lsn durable;
+    /* transactions and how many of their events are not done yet; an event
+     * is done when its batch got a 2xx or went to the dead letters */
+    TxnTracker txns;
     uint64_t queued_events;
     size_t queued_bytes;
     Buf scratch;

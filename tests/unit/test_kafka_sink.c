@@ -441,6 +441,26 @@ START_TEST(test_tracker_order)
 }
 END_TEST
 
+/* Batches acknowledge several records of a transaction at once (webhook). */
+START_TEST(test_tracker_batch_acks)
+{
+    TxnTracker t;
+    uint64_t a;
+
+    txn_tracker_init(&t);
+    txn_tracker_begin(&t);
+    a = txn_tracker_current(&t);
+    for (int i = 0; i < 5; i++)
+        txn_tracker_sent(&t, a);
+    txn_tracker_commit(&t, 0x700);
+    txn_tracker_acked_n(&t, a, 3);
+    ck_assert_uint_eq(txn_tracker_advance(&t), LSN_INVALID);
+    txn_tracker_acked_n(&t, a, 2);
+    ck_assert_uint_eq(txn_tracker_advance(&t), 0x700);
+    txn_tracker_free(&t);
+}
+END_TEST
+
 START_TEST(test_tracker_abandoned_and_growth)
 {
     TxnTracker t;
@@ -922,6 +942,7 @@ static Suite *kafka_suite(void)
     tc = tcase_create("tracker");
     tcase_add_test(tc, test_tracker_order);
     tcase_add_test(tc, test_tracker_abandoned_and_growth);
+    tcase_add_test(tc, test_tracker_batch_acks);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("delivery");
