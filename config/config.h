@@ -89,6 +89,7 @@ typedef struct Config {
 
     struct {
         char *socket; /* unix socket path, default "/run/pgfan/status.sock" */
+        char *metrics_listen; /* HTTP metrics/health "host:port"; NULL: disabled */
     } status;
 
     struct {

@@ -13,6 +13,7 @@
 
 #include "../common/mem.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -85,6 +86,79 @@ static bool validate_http_url(const OptValue *v, OptCheck *why)
         return true;
     snprintf(why->why, sizeof why->why, "expected an http:// or https:// URL");
     snprintf(why->hint, sizeof why->hint, "write the full URL, e.g. https://hooks.example.com/pgfan");
+    return false;
+}
+
+/*
+ * [status] metrics_listen: host:port where host is an IPv4 literal,
+ * "localhost" or a [bracketed] IPv6 literal, and port is 1-65535. Names
+ * other than localhost are refused: resolving them at startup could block
+ * and would make the bound address depend on DNS.
+ */
+static bool validate_listen_address(const OptValue *v, OptCheck *why)
+{
+    const char *s = v->str;
+    const char *colon;
+    char host[64];
+    size_t hlen;
+    unsigned char addr[16];
+    long port = 0;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':') {
+            snprintf(why->why, sizeof why->why, "expected host:port");
+            goto hint;
+        }
+        colon = close + 1;
+        hlen = (size_t)(close - s - 1);
+        if (hlen == 0 || hlen >= sizeof host) {
+            snprintf(why->why, sizeof why->why, "\"%.*s\" is not an IPv6 address", (int)hlen,
+                     s + 1);
+            goto hint;
+        }
+        memcpy(host, s + 1, hlen);
+        host[hlen] = '\0';
+        if (inet_pton(AF_INET6, host, addr) != 1) {
+            snprintf(why->why, sizeof why->why, "\"%s\" is not an IPv6 address", host);
+            goto hint;
+        }
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || colon == s) {
+            snprintf(why->why, sizeof why->why, "expected host:port");
+            goto hint;
+        }
+        hlen = (size_t)(colon - s);
+        if (hlen >= sizeof host || memchr(s, ':', hlen) != NULL) {
+            snprintf(why->why, sizeof why->why,
+                     "the host must be an IPv4 address, localhost or a [bracketed] IPv6 address");
+            goto hint;
+        }
+        memcpy(host, s, hlen);
+        host[hlen] = '\0';
+        if (strcasecmp(host, "localhost") != 0 && inet_pton(AF_INET, host, addr) != 1) {
+            snprintf(why->why, sizeof why->why,
+                     "the host must be an IPv4 address, localhost or a [bracketed] IPv6 address");
+            goto hint;
+        }
+    }
+    for (const char *p = colon + 1; *p; p++) {
+        if (*p < '0' || *p > '9' || port > 65535) {
+            port = -1;
+            break;
+        }
+        port = port * 10 + (*p - '0');
+    }
+    if (colon[1] == '\0' || port < 1 || port > 65535) {
+        snprintf(why->why, sizeof why->why, "the port must be a number from 1 to 65535");
+        goto hint;
+    }
+    return true;
+
+hint:
+    snprintf(why->hint, sizeof why->hint,
+             "write for example 127.0.0.1:9187, 0.0.0.0:9187, localhost:9187 or [::1]:9187");
     return false;
 }
 
@@ -180,6 +254,11 @@ const OptDef config_options[] = {
     {.section = "status", .key = "socket", .type = OPT_STRING, .def = "/run/pgfan/status.sock",
      .offset = offsetof(Config, status.socket),
      .desc = "unix socket read by `pgfan status`"},
+    {.section = "status", .key = "metrics_listen", .type = OPT_STRING, .optional = true,
+     .offset = offsetof(Config, status.metrics_listen), .validate = validate_listen_address,
+     .example = "127.0.0.1:9187",
+     .desc = "host:port of the HTTP server for Prometheus (/metrics) and probes (/healthz,\n"
+             "/readyz); unset: no HTTP server"},
 
     {.section = "log", .key = "level", .type = OPT_ENUM, .def = "info",
      .choices = log_level_choices, .set = set_log_level, .print = print_log_level,

@@ -8,15 +8,19 @@
 #include "../common/log.h"
 #include "../common/mem.h"
 #include "../common/loop.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pipeline.h"
 #include "replication.h"
 #include "status.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -41,6 +45,7 @@ typedef struct Daemon {
     Pipeline *pipeline;
     Replication *repl;
     StatusServer *status;
+    MetricsServer *metrics; /* NULL: [status] metrics_listen not set */
     OpenSink *sinks;
     size_t n_sinks;
 
@@ -192,6 +197,155 @@ static void render_status(void *arg, Buf *out)
     buf_append_str(out, "]}");
 }
 
+/* ---- [status] metrics_listen: Prometheus text and probes (daemon/metrics.c) ---- */
+
+static const char *current_state(const Daemon *d)
+{
+    if (d->phase == PHASE_DRAINING || d->phase == PHASE_FINISHING)
+        return "stopping";
+    return repl_state_name(repl_state(d->repl));
+}
+
+/* Every value current_state() can return, so each has a 0/1 series. */
+static const char *const all_states[] = {"connecting", "streaming", "waiting_for_slot",
+                                         "reconnecting", "stopping", "stopped", "failed"};
+
+static void gauge(Buf *out, const char *name, const char *help, unsigned long long value)
+{
+    metrics_append_header(out, name, "gauge", help);
+    buf_printf(out, "%s %llu\n", name, value);
+}
+
+/* Process metrics as the Prometheus client libraries name them, from /proc/self. */
+static void render_process(Buf *out, double uptime_s)
+{
+    struct rusage ru;
+    struct rlimit rl;
+    unsigned long long size_pages = 0, resident_pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    DIR *dir;
+    long open_fds = 0;
+
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size_pages, &resident_pages) != 2)
+            resident_pages = 0;
+        fclose(f);
+    }
+    gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.",
+          resident_pages * (unsigned long long)sysconf(_SC_PAGESIZE));
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        metrics_append_header(out, "process_cpu_seconds_total", "counter",
+                              "Total user and system CPU time spent in seconds.");
+        buf_printf(out, "process_cpu_seconds_total %.3f\n",
+                   (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    }
+    metrics_append_header(out, "process_start_time_seconds", "gauge",
+                          "Start time of the process since unix epoch in seconds.");
+    buf_printf(out, "process_start_time_seconds %.3f\n",
+               (double)clock_wall_us() / USECS_PER_SEC - uptime_s);
+    dir = opendir("/proc/self/fd");
+    if (dir) {
+        while (readdir(dir) != NULL)
+            open_fds++;
+        closedir(dir);
+        open_fds -= 3; /* ".", ".." and the directory's own descriptor */
+        gauge(out, "process_open_fds", "Number of open file descriptors.",
+              (unsigned long long)(open_fds > 0 ? open_fds : 0));
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        gauge(out, "process_max_fds", "Maximum number of open file descriptors.",
+              (unsigned long long)rl.rlim_cur);
+}
+
+/* One sample of a per-sink family: name{sink="..."} value. */
+static void sink_sample(Buf *out, const char *name, const char *sink, unsigned long long value)
+{
+    buf_printf(out, "%s{sink=\"", name);
+    metrics_append_label_value(out, sink);
+    buf_printf(out, "\"} %llu\n", value);
+}
+
+/* GET /metrics. Per-table/op counters are not exported: the pipeline does not count them. */
+static void render_metrics(void *arg, Buf *out)
+{
+    Daemon *d = arg;
+    Lsn confirmed = repl_sent_flush_lsn(d->repl);
+    Lsn wal_end = repl_server_wal_end(d->repl);
+    const char *state = current_state(d);
+    double uptime_s = (double)(clock_mono_us() - d->started_mono) / USECS_PER_SEC;
+    size_t n = pipeline_sink_count(d->pipeline);
+    SinkStatus *st = xcalloc(n ? n : 1, sizeof *st);
+
+    for (size_t i = 0; i < n; i++)
+        pipeline_sink_status(d->pipeline, i, &st[i]);
+
+    gauge(out, "pgfan_up", "1 while pgfan runs.", 1);
+    metrics_append_header(out, "pgfan_info", "gauge", "pgfan build information.");
+    buf_append_str(out, "pgfan_info{version=\"");
+    metrics_append_label_value(out, PGFAN_VERSION);
+    buf_append_str(out, "\"} 1\n");
+    gauge(out, "pgfan_replication_lag_bytes",
+          "Bytes of WAL between the server's WAL end and the confirmed position.",
+          wal_end > confirmed ? wal_end - confirmed : 0);
+    metrics_append_header(out, "pgfan_replication_lag_seconds", "gauge",
+                          "Age of the oldest transaction not yet durable in every sink (0 when none).");
+    buf_printf(out, "pgfan_replication_lag_seconds %.3f\n",
+               (double)pipeline_lag_us(d->pipeline, clock_wall_us()) / USECS_PER_SEC);
+    gauge(out, "pgfan_received_lsn_bytes", "Highest WAL position received, as a byte position.",
+          repl_received_lsn(d->repl));
+    gauge(out, "pgfan_confirmed_lsn_bytes",
+          "WAL position confirmed to PostgreSQL (durable in every sink), as a byte position.",
+          confirmed);
+    gauge(out, "pgfan_server_wal_end_lsn_bytes",
+          "The server's WAL end from its last message, as a byte position.", wal_end);
+    gauge(out, "pgfan_inflight_transactions",
+          "Transactions received but not yet durable in every sink.",
+          pipeline_inflight(d->pipeline));
+    metrics_append_header(out, "pgfan_replication_state", "gauge",
+                          "1 for the current replication state, 0 for the others.");
+    for (size_t i = 0; i < sizeof all_states / sizeof all_states[0]; i++)
+        buf_printf(out, "pgfan_replication_state{state=\"%s\"} %d\n", all_states[i],
+                   strcmp(state, all_states[i]) == 0);
+    metrics_append_header(out, "pgfan_uptime_seconds", "gauge", "Seconds since pgfan started.");
+    buf_printf(out, "pgfan_uptime_seconds %.1f\n", uptime_s);
+
+#define SINK_FAMILY(name, type, help, expr)                                                     \
+    do {                                                                                        \
+        metrics_append_header(out, name, type, help);                                          \
+        for (size_t i = 0; i < n; i++)                                                          \
+            sink_sample(out, name, pipeline_sink_name(d->pipeline, i), (unsigned long long)(expr)); \
+    } while (0)
+    SINK_FAMILY("pgfan_sink_up", "gauge", "0 when the sink has failed, else 1.",
+                !(st[i].state && strcmp(st[i].state, "failed") == 0));
+    SINK_FAMILY("pgfan_sink_durable_lsn_bytes", "gauge",
+                "Highest WAL position durable in the sink, as a byte position.", st[i].durable_lsn);
+    SINK_FAMILY("pgfan_sink_queue_events", "gauge", "Events accepted but not yet durable.",
+                st[i].queue_depth);
+    SINK_FAMILY("pgfan_sink_queued_bytes", "gauge", "Bytes held in memory for the sink.",
+                st[i].queued_bytes);
+    SINK_FAMILY("pgfan_sink_events_total", "counter", "Row events accepted by the sink.",
+                st[i].events);
+    SINK_FAMILY("pgfan_sink_bytes_total", "counter", "Bytes written or sent by the sink.",
+                st[i].bytes);
+    SINK_FAMILY("pgfan_sink_retries_total", "counter", "Retries of the sink.", st[i].retries);
+    SINK_FAMILY("pgfan_sink_errors_total", "counter", "Errors of the sink.", st[i].errors);
+    SINK_FAMILY("pgfan_sink_dead_letters_total", "counter",
+                "Events or batches the sink moved to its dead letter file.", st[i].dead_letters);
+#undef SINK_FAMILY
+    free(st);
+    render_process(out, uptime_s);
+}
+
+/* GET /readyz: ready while streaming; the body is the state. */
+static bool render_ready(void *arg, Buf *out)
+{
+    const char *state = current_state(arg);
+
+    buf_append_str(out, state);
+    return strcmp(state, "streaming") == 0;
+}
+
 /*
  * systemd: READY=1 once streaming (or standing by for the slot: a standby is
  * a healthy service), a STATUS= line at most once a second, and WATCHDOG=1
@@ -326,6 +480,7 @@ static bool open_sinks(Daemon *d, PfError *err)
 
 static void cleanup(Daemon *d)
 {
+    metrics_server_free(d->metrics);
     status_server_free(d->status);
     repl_free(d->repl);
     pipeline_free(d->pipeline);
@@ -370,6 +525,15 @@ int daemon_run(const Config *cfg)
         log_error_value(COMPONENT, &err);
         cleanup(&d);
         return err_exit_code(&err);
+    }
+    if (cfg->status.metrics_listen) {
+        MetricsHandlers h = {.render = render_metrics, .ready = render_ready, .arg = &d};
+        d.metrics = metrics_server_new(d.loop, cfg->status.metrics_listen, &h, &err);
+        if (!d.metrics) {
+            log_error_value(COMPONENT, &err);
+            cleanup(&d);
+            return err_exit_code(&err);
+        }
     }
     d.watchdog_every = notify_watchdog_interval();
     loop_add_hook(d.loop, daemon_hook, &d);

@@ -14,6 +14,7 @@ PACKAGES=(
     librdkafka-dev kcat libcurl4-openssl-dev libssl-dev libsystemd-dev
     systemd python3-yaml groff-base    # tests/deploy: systemd-analyze, manifests, man page
     clang libclang-rt-14-dev valgrind
+    prometheus                         # tests/integration: promtool check metrics
 )
 
 missing=()

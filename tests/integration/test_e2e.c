@@ -11,12 +11,15 @@
 #include "../../common/mem.h"
 #include "../harness/harness.h"
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -759,6 +762,177 @@ START_TEST(test_standby_takes_over_after_kill9)
 }
 END_TEST
 
+
+/* ---- [status] metrics_listen ---- */
+
+/* A TCP port nobody listens on right now: bind port 0, read it, close. */
+static int free_tcp_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+
+    ck_assert_int_ge(fd, 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* GET path from 127.0.0.1:port; returns the whole response (caller frees) or NULL. */
+static char *http_get(int port, const char *path)
+{
+    struct sockaddr_in a;
+    struct timeval tv = {10, 0};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    Buf req = BUF_INIT, resp = BUF_INIT;
+    char chunk[4096];
+    ssize_t n;
+
+    ck_assert_int_ge(fd, 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return NULL;
+    }
+    buf_printf(&req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
+    ck_assert_int_eq(send(fd, req.data, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
+    while ((n = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        buf_append(&resp, chunk, (size_t)n);
+    close(fd);
+    buf_free(&req);
+    return resp.data ? resp.data : xstrdup("");
+}
+
+/* The value of the sample line that starts with series (name and labels), or -1. */
+static double sample_value(const char *body, const char *series)
+{
+    size_t len = strlen(series);
+
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, series, len) == 0 && p[len] == ' ')
+            return strtod(p + len + 1, NULL);
+    }
+    return -1;
+}
+
+typedef struct ReadyWait {
+    int port;
+} ReadyWait;
+
+static bool http_ready(void *arg)
+{
+    ReadyWait *w = arg;
+    char *r = http_get(w->port, "/readyz");
+    bool ok = r && strncmp(r, "HTTP/1.1 200 ", 13) == 0;
+
+    free(r);
+    return ok;
+}
+
+START_TEST(test_metrics_endpoint)
+{
+    int port = free_tcp_port();
+    char extra[128];
+    Env e;
+    pid_t pid;
+    ReadyWait rw;
+    char *r;
+    const char *body;
+
+    snprintf(extra, sizeof extra, "[status]\nmetrics_listen = 127.0.0.1:%d\n", port);
+    e = env_new("e2e_metrics", "CREATE TABLE orders(id bigint PRIMARY KEY)", "public.orders",
+                extra);
+    pid = start_pgfan(&e, NULL);
+    rw.port = port;
+    wait_log(e.log, "streaming from slot");
+    h_sql(e.conn, "INSERT INTO orders VALUES (1)");
+    wait_confirmed_current(&e);
+    ck_assert(h_wait_until(http_ready, &rw, WAIT_MS));
+
+    r = http_get(port, "/healthz");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "healthz: %s", r);
+    free(r);
+    r = http_get(port, "/readyz");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "readyz: %s", r);
+    ck_assert_ptr_nonnull(strstr(r, "\r\n\r\nstreaming\n"));
+    free(r);
+
+    r = http_get(port, "/metrics");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "metrics: %s", r);
+    ck_assert_ptr_nonnull(strstr(r, "Content-Type: text/plain; version=0.0.4"));
+    body = strstr(r, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    body += 4;
+    ck_assert(sample_value(body, "pgfan_up") == 1);
+    ck_assert(sample_value(body, "pgfan_info{version=\"" PGFAN_VERSION "\"}") == 1);
+    ck_assert(sample_value(body, "pgfan_replication_state{state=\"streaming\"}") == 1);
+    ck_assert(sample_value(body, "pgfan_replication_state{state=\"reconnecting\"}") == 0);
+    ck_assert(sample_value(body, "pgfan_confirmed_lsn_bytes") > 0);
+    ck_assert(sample_value(body, "pgfan_received_lsn_bytes") > 0);
+    ck_assert(sample_value(body, "pgfan_server_wal_end_lsn_bytes") > 0);
+    ck_assert(sample_value(body, "pgfan_replication_lag_bytes") >= 0);
+    ck_assert(sample_value(body, "pgfan_replication_lag_seconds") >= 0);
+    ck_assert(sample_value(body, "pgfan_inflight_transactions") >= 0);
+    ck_assert(sample_value(body, "pgfan_uptime_seconds") >= 0);
+    ck_assert(sample_value(body, "pgfan_sink_events_total{sink=\"file\"}") == 1);
+    ck_assert(sample_value(body, "pgfan_sink_bytes_total{sink=\"file\"}") > 0);
+    ck_assert(sample_value(body, "pgfan_sink_up{sink=\"file\"}") == 1);
+    ck_assert(sample_value(body, "pgfan_sink_durable_lsn_bytes{sink=\"file\"}") > 0);
+    ck_assert(sample_value(body, "pgfan_sink_queue_events{sink=\"file\"}") >= 0);
+    ck_assert(sample_value(body, "pgfan_sink_errors_total{sink=\"file\"}") == 0);
+    ck_assert(sample_value(body, "process_resident_memory_bytes") > 0);
+    ck_assert(sample_value(body, "process_open_fds") > 0);
+    ck_assert(sample_value(body, "process_start_time_seconds") > 1.6e9);
+    ck_assert(sample_value(body, "process_cpu_seconds_total") >= 0);
+    ck_assert_ptr_nonnull(strstr(body, "# TYPE pgfan_sink_events_total counter\n"));
+
+    /* The exposition format as Prometheus itself reads it, when promtool is installed. */
+    if (access("/usr/bin/promtool", X_OK) == 0) {
+        Buf path = BUF_INIT, cmd = BUF_INIT;
+        FILE *f;
+        int rc;
+
+        buf_printf(&path, "%s/metrics.txt", e.dir);
+        f = fopen(path.data, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(body, f);
+        fclose(f);
+        buf_printf(&cmd, "/usr/bin/promtool check metrics < '%s' > '%s.out' 2>&1", path.data,
+                   path.data);
+        rc = system(cmd.data);
+        if (rc != 0) {
+            Buf out = BUF_INIT;
+            char *text;
+            buf_printf(&out, "%s.out", path.data);
+            text = h_read_file(out.data, NULL);
+            ck_abort_msg("promtool check metrics failed (%d):\n%s", rc, text ? text : "");
+        }
+        buf_free(&path);
+        buf_free(&cmd);
+    } else {
+        printf("test_metrics_endpoint: /usr/bin/promtool not installed; skipping promtool check "
+               "metrics\n");
+    }
+    free(r);
+    stop_pgfan(pid);
+    /* Gone with the daemon. */
+    ck_assert_ptr_null(http_get(port, "/healthz"));
+    env_free(&e);
+}
+END_TEST
 int main(void)
 {
     Suite *s = suite_create("e2e");
@@ -784,6 +958,7 @@ int main(void)
     tcase_add_test(tc, test_reconnects_after_connection_loss);
     tcase_add_test(tc, test_backpressure_keeps_connection_alive);
     tcase_add_test(tc, test_systemd_notify);
+    tcase_add_test(tc, test_metrics_endpoint);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -540,7 +540,8 @@ START_TEST(test_unknown_key)
                  "pgfan.conf:4: unknown key \"max_inflight\" in [source]; did you mean "
                  "\"max_inflight_transactions\"?");
     expect_error(MINIMAL "[status]\ncolour = blue\n",
-                 "pgfan.conf:5: unknown key \"colour\" in [status]; known keys: socket");
+                 "pgfan.conf:5: unknown key \"colour\" in [status]; known keys: socket, "
+                 "metrics_listen");
 }
 END_TEST
 
@@ -947,6 +948,7 @@ START_TEST(test_print)
                                        "max_inflight_transactions = 100000\n"
                                        "shutdown_timeout = 60s\n"
                                        "\n[status]\nsocket = /run/pgfan/status.sock\n"
+                                       "; metrics_listen is not set\n"
                                        "\n[log]\nlevel = info\n"
                                        "\n[sink.file]\npath = changes.ndjson\n"
                                        "fsync_interval = 100ms\nmax_buffer = 64kB\n"));
@@ -1247,6 +1249,73 @@ START_TEST(test_webhook_url_hint)
 }
 END_TEST
 
+/* ---- [status] metrics_listen ---- */
+
+START_TEST(test_metrics_listen)
+{
+    static const char *const good[] = {"127.0.0.1:9187", "0.0.0.0:1", "localhost:65535",
+                                       "LOCALHOST:80", "[::1]:9187", "[::]:9187"};
+    Config *cfg = load_ok(MINIMAL);
+
+    ck_assert_ptr_null(cfg->status.metrics_listen);
+    config_free(cfg);
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, MINIMAL "[status]\nmetrics_listen = %s\n", good[i]);
+        cfg = load_ok(text);
+        ck_assert_str_eq(cfg->status.metrics_listen, good[i]);
+        config_free(cfg);
+    }
+}
+END_TEST
+
+START_TEST(test_metrics_listen_errors)
+{
+    static const struct {
+        const char *value;
+        const char *why;
+    } bad[] = {
+        {"9187", "expected host:port"},
+        {":9187", "expected host:port"},
+        {"[::1]9187", "expected host:port"},
+        {"[::1", "expected host:port"},
+        {"[]:9187", "\"\" is not an IPv6 address"},
+        {"[zz::1]:9187", "\"zz::1\" is not an IPv6 address"},
+        {"::1:9187", "the host must be an IPv4 address, localhost or a [bracketed] IPv6 address"},
+        {"example.com:9187",
+         "the host must be an IPv4 address, localhost or a [bracketed] IPv6 address"},
+        {"256.0.0.1:9187",
+         "the host must be an IPv4 address, localhost or a [bracketed] IPv6 address"},
+        {"127.0.0.1:", "the port must be a number from 1 to 65535"},
+        {"127.0.0.1:0", "the port must be a number from 1 to 65535"},
+        {"127.0.0.1:65536", "the port must be a number from 1 to 65535"},
+        {"127.0.0.1:99999999999", "the port must be a number from 1 to 65535"},
+        {"127.0.0.1:http", "the port must be a number from 1 to 65535"},
+        {"[::1]:-1", "the port must be a number from 1 to 65535"},
+    };
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256];
+        char msg[512];
+        PfError err;
+        char *got;
+
+        snprintf(text, sizeof text, MINIMAL "[status]\nmetrics_listen = %s\n", bad[i].value);
+        snprintf(msg, sizeof msg,
+                 "pgfan.conf:5: invalid value \"%s\" for metrics_listen in [status]: %s",
+                 bad[i].value, bad[i].why);
+        got = load_fail(text, &err);
+        ck_assert_str_eq(got, msg);
+        ck_assert_str_eq(err.hint, "write for example 127.0.0.1:9187, 0.0.0.0:9187, "
+                                   "localhost:9187 or [::1]:9187");
+        free(got);
+    }
+    expect_error(MINIMAL "[status]\nmetrics_listen =\n",
+                 "pgfan.conf:5: invalid value \"\" for metrics_listen in [status]: the value "
+                 "must not be empty");
+}
+END_TEST
+
 START_TEST(test_webhook_print_redacts)
 {
     Config *cfg = load_ok(WEBHOOK "secret = s3cret\nheader.Authorization = Bearer t0k\n"
@@ -1384,6 +1453,12 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_webhook_url_hint);
     tcase_add_test(tc, test_webhook_print_redacts);
     tcase_add_test(tc, test_webhook_env);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("metrics_listen");
+    tcase_add_checked_fixture(tc, clean_env, clean_env);
+    tcase_add_test(tc, test_metrics_listen);
+    tcase_add_test(tc, test_metrics_listen_errors);
     suite_add_tcase(s, tc);
     return s;
 }
