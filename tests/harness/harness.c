@@ -774,3 +774,67 @@ char *h_write_config(const char *dir, const char *dbname, const char *slot, cons
     }
     return path;
 }
+
+/* --- waiting on files and slots ------------------------------------------ */
+
+typedef struct FileWait {
+    const char *path;
+    const char *needle;
+} FileWait;
+
+static bool file_has(void *arg)
+{
+    FileWait *w = arg;
+    return h_file_contains(w->path, w->needle);
+}
+
+void h_wait_file_contains(const char *path, const char *needle, int timeout_ms)
+{
+    FileWait w = {path, needle};
+    char *text;
+
+    if (h_wait_until(file_has, &w, timeout_ms))
+        return;
+    text = h_read_file(path, NULL);
+    h_fail("%s never contained \"%s\" within %d ms; it has:\n%s", path, needle, timeout_ms,
+           text ? text : "");
+}
+
+Lsn h_wal_insert_lsn(PGconn *conn)
+{
+    char *text = h_sql_value(conn, "SELECT pg_current_wal_insert_lsn()");
+    Lsn lsn = LSN_INVALID;
+
+    if (!text || !lsn_parse(text, strlen(text), &lsn))
+        h_fail("h_wal_insert_lsn: could not read pg_current_wal_insert_lsn(): %s",
+               text ? text : "NULL");
+    free(text);
+    return lsn;
+}
+
+typedef struct SlotWait {
+    PGconn *conn;
+    const char *slot;
+    Lsn target;
+} SlotWait;
+
+static bool slot_reached(void *arg)
+{
+    SlotWait *w = arg;
+    return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
+}
+
+void h_wait_slot_confirmed(PGconn *conn, const char *slot, Lsn target, int timeout_ms,
+                           const char *log_path)
+{
+    SlotWait w = {conn, slot, target};
+    char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
+    char *text;
+
+    if (h_wait_until(slot_reached, &w, timeout_ms))
+        return;
+    text = log_path ? h_read_file(log_path, NULL) : NULL;
+    h_fail("slot %s stuck at %s, wanted %s within %d ms; log:\n%s", slot,
+           lsn_format(h_slot_confirmed_lsn(conn, slot), a), lsn_format(target, b), timeout_ms,
+           text ? text : "(none)");
+}

@@ -125,6 +125,10 @@ bool h_file_contains(const char *path, const char *needle);
  * array; *n (may be NULL) is their count. Fails the test if path cannot be
  * read. Free with h_free_lines. */
 char **h_read_lines(const char *path, size_t *n);
+
+/* Waits until the file at path contains needle; fails the test showing the
+ * file's content otherwise (for logs). */
+void h_wait_file_contains(const char *path, const char *needle, int timeout_ms);
 void h_free_lines(char **lines);
 
 /* --- replication slots -------------------------------------------------- */
@@ -137,6 +141,20 @@ bool h_slot_active(PGconn *conn, const char *slot);
 
 /* pg_current_wal_lsn(). */
 Lsn h_current_wal_lsn(PGconn *conn);
+
+/*
+ * pg_current_wal_insert_lsn(): the end of everything inserted so far. With
+ * synchronous_commit off (the test server's setting) pg_current_wal_lsn()
+ * can lag behind a commit just made; this cannot.
+ */
+Lsn h_wal_insert_lsn(PGconn *conn);
+
+/*
+ * Waits until slot's confirmed_flush_lsn reaches target; fails the test
+ * naming both positions and showing log_path's content (may be NULL).
+ */
+void h_wait_slot_confirmed(PGconn *conn, const char *slot, Lsn target, int timeout_ms,
+                           const char *log_path);
 
 /* Terminates the walsender using slot, if any, and drops it, if it exists. */
 void h_drop_slot(PGconn *conn, const char *slot);

@@ -76,64 +76,10 @@ static pid_t start_pgfan(const Env *e, const char *log_path)
     return h_spawn(argv, log_path ? log_path : e->log);
 }
 
-typedef struct LogWait {
-    const char *path;
-    const char *needle;
-} LogWait;
-
-static bool log_has(void *arg)
-{
-    LogWait *w = arg;
-    return h_file_contains(w->path, w->needle);
-}
-
-static void wait_log(const char *path, const char *needle)
-{
-    LogWait w = {path, needle};
-    char *text;
-
-    if (h_wait_until(log_has, &w, WAIT_MS))
-        return;
-    text = h_read_file(path, NULL);
-    ck_abort_msg("log %s never contained \"%s\"; it has:\n%s", path, needle, text ? text : "");
-}
-
-typedef struct SlotWait {
-    PGconn *conn;
-    const char *slot;
-    Lsn target;
-} SlotWait;
-
-static bool slot_reached(void *arg)
-{
-    SlotWait *w = arg;
-    return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
-}
-
-/* The end of all WAL inserted so far: with synchronous_commit off (the test
- * server's setting) pg_current_wal_lsn() can lag behind a commit just made. */
-static Lsn wal_insert_lsn(PGconn *conn)
-{
-    char *text = h_sql_value(conn, "SELECT pg_current_wal_insert_lsn()");
-    Lsn lsn = LSN_INVALID;
-
-    ck_assert(text && lsn_parse(text, strlen(text), &lsn));
-    free(text);
-    return lsn;
-}
-
 /* Waits until the slot confirmed everything written so far. */
 static void wait_confirmed_current(Env *e)
 {
-    SlotWait w = {e->conn, e->slot, wal_insert_lsn(e->conn)};
-    char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
-
-    if (!h_wait_until(slot_reached, &w, WAIT_MS)) {
-        char *text = h_read_file(e->log, NULL);
-        ck_abort_msg("slot %s stuck at %s, wanted %s; log:\n%s", e->slot,
-                     lsn_format(h_slot_confirmed_lsn(e->conn, e->slot), a),
-                     lsn_format(w.target, b), text ? text : "");
-    }
+    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
 }
 
 static void stop_pgfan(pid_t pid)
@@ -170,7 +116,7 @@ START_TEST(test_envelopes_three_tables)
     char **lines;
     size_t n;
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO stores VALUES (7, 'Zürich \"Books\"', 'CH')");
     h_sql(e.conn, "BEGIN; INSERT INTO customers VALUES (42, 'a@example.com');"
                   "INSERT INTO orders VALUES (1001, 7, 'pending', "
@@ -346,7 +292,7 @@ START_TEST(test_kill9_at_least_once)
     Lsn confirmed;
     size_t dups;
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     w = start_workload(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     h_kill(pid, SIGKILL);
@@ -374,7 +320,7 @@ START_TEST(test_sigterm_no_duplicates)
     PGconn *w;
     size_t dups;
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     w = start_workload(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     stop_pgfan(pid);
@@ -399,7 +345,7 @@ START_TEST(test_idle_slot_advances)
     pid_t pid = start_pgfan(&e, NULL);
     PGconn *pg = h_pg_connect("postgres");
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     /* WAL of another database only: reaches pgfan as keepalives. */
     h_sql(pg, "CREATE TABLE IF NOT EXISTS idle_noise(v int); INSERT INTO idle_noise VALUES (1)");
     wait_confirmed_current(&e);
@@ -461,7 +407,7 @@ START_TEST(test_replica_identity_warning_and_odd_names)
     char **lines;
     size_t n;
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     ck_assert(h_file_contains(e.log, "table public.nopk has no usable replica identity"));
     ck_assert(h_file_contains(e.log, "HINT: ALTER TABLE public.nopk REPLICA IDENTITY FULL"));
     h_sql(e.conn, "INSERT INTO \"we'ird, na.me\" VALUES (1, 'a'); INSERT INTO nopk VALUES (5)");
@@ -488,12 +434,12 @@ START_TEST(test_standby_takes_over_busy_slot)
 
     buf_printf(&log2, "%s/pgfan.log", dir2);
     buf_printf(&out2, "%s/out.ndjson", dir2);
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     standby = h_spawn(argv2, log2.data);
-    wait_log(log2.data, "is held by another consumer");
+    h_wait_file_contains(log2.data, "is held by another consumer", WAIT_MS);
 
     stop_pgfan(active);
-    wait_log(log2.data, "streaming from slot");
+    h_wait_file_contains(log2.data, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (77)");
     wait_confirmed_current(&e);
     ck_assert(h_file_contains(out2.data, "\"after\":{\"id\":77}"));
@@ -518,7 +464,7 @@ START_TEST(test_status_command)
     buf_printf(&sock, "%s/status.sock", e.dir);
     buf_printf(&json, "%s/status.json", e.dir);
     buf_printf(&table, "%s/status.txt", e.dir);
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1)");
     wait_confirmed_current(&e);
     {
@@ -566,13 +512,13 @@ START_TEST(test_reconnects_after_connection_loss)
     pid_t pid = start_pgfan(&e, NULL);
     LinesWait lw = {e.out, 2};
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1)");
     wait_confirmed_current(&e);
     /* Kill the walsender: pgfan must notice, reconnect and go on. */
     h_sql(e.conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
                   "WHERE slot_name = 'e2e_reconnect'");
-    wait_log(e.log, "reconnecting in");
+    h_wait_file_contains(e.log, "reconnecting in", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (2)");
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     wait_confirmed_current(&e);
@@ -619,7 +565,7 @@ START_TEST(test_backpressure_keeps_connection_alive)
     buf_printf(&json, "%s/status.json", e.dir);
     iw.sock = sock.data;
     iw.json = json.data;
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     w = start_workload(e.db, 120); /* 160 transactions */
     ck_assert_msg(h_wait_until(fifo_full, &iw, WAIT_MS), "never saw 100 transactions in flight");
     finish_workload(w);
@@ -723,25 +669,22 @@ START_TEST(test_standby_takes_over_after_kill9)
     const char *argv2[] = {h_pgfan_bin(), "run", "-c", cfg2, NULL};
     pid_t active = start_pgfan(&e, NULL);
     pid_t standby;
-    LogWait takeover;
     BothWait all;
     TimeUs killed_at, took_over;
 
     buf_printf(&log2, "%s/pgfan.log", dir2);
     buf_printf(&out2, "%s/out.ndjson", dir2);
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     standby = h_spawn(argv2, log2.data);
-    wait_log(log2.data, "is held by another consumer");
+    h_wait_file_contains(log2.data, "is held by another consumer", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders SELECT g FROM generate_series(1, 50) g");
 
     h_kill(active, SIGKILL);
     h_wait_exit(active, WAIT_MS);
     killed_at = clock_mono_us();
     h_sql(e.conn, "INSERT INTO orders SELECT g FROM generate_series(51, 100) g");
-    takeover.path = log2.data;
-    takeover.needle = "streaming from slot";
     /* The requirement: a standby takes over within 15 s. */
-    ck_assert_msg(h_wait_until(log_has, &takeover, 15000), "standby did not take over within 15 s");
+    h_wait_file_contains(log2.data, "streaming from slot", 15000);
     took_over = clock_mono_us();
     fprintf(stderr, "standby took over %.1f s after kill -9 of the active pgfan\n",
             (double)(took_over - killed_at) / USECS_PER_SEC);
@@ -854,7 +797,7 @@ START_TEST(test_metrics_endpoint)
                 extra);
     pid = start_pgfan(&e, NULL);
     rw.port = port;
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1)");
     wait_confirmed_current(&e);
     ck_assert(h_wait_until(http_ready, &rw, WAIT_MS));

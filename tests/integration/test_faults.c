@@ -146,29 +146,6 @@ static void wait_streaming(const Scenario *s, size_t times)
                   times);
 }
 
-static Lsn wal_insert_lsn(PGconn *conn)
-{
-    char *text = h_sql_value(conn, "SELECT pg_current_wal_insert_lsn()");
-    Lsn lsn = LSN_INVALID;
-
-    ck_assert(text && lsn_parse(text, strlen(text), &lsn));
-    free(text);
-    return lsn;
-}
-
-typedef struct SlotWait {
-    PGconn *conn;
-    const char *slot;
-    Lsn target;
-} SlotWait;
-
-static bool slot_reached(void *arg)
-{
-    SlotWait *w = arg;
-    return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
-}
-
-/* first_id: order ids start after it (a second workload must not reuse ids). */
 static PGconn *start_workload(const char *db, int first_id, int txns, int big_at, int big_rows)
 {
     PGconn *w = h_pg_connect(db);
@@ -356,14 +333,13 @@ static bool newest_streams(void *arg)
 
 static void drain_and_stop(Scenario *s, pid_t pid, size_t starts)
 {
-    SlotWait w = {s->conn, s->name, wal_insert_lsn(s->conn)};
     StartWait sw = {s->log, starts};
 
     /* The slot may already be confirmed by an instance killed earlier: make
      * sure the newest one is up (signals handled) before asking it to stop. */
     ck_assert_msg(h_wait_until(newest_streams, &sw, WAIT_MS), "the last pgfan never streamed");
 
-    ck_assert_msg(h_wait_until(slot_reached, &w, WAIT_MS), "pgfan did not catch up");
+    h_wait_slot_confirmed(s->conn, s->name, h_wal_insert_lsn(s->conn), WAIT_MS, s->log);
     h_kill(pid, SIGTERM);
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
 }

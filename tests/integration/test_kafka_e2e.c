@@ -135,28 +135,6 @@ static pid_t start_pgfan(const Env *e)
     return start_pgfan_with(e->config, e->log);
 }
 
-typedef struct LogWait {
-    const char *path;
-    const char *needle;
-} LogWait;
-
-static bool log_has(void *arg)
-{
-    LogWait *w = arg;
-    return h_file_contains(w->path, w->needle);
-}
-
-static void wait_log(const char *path, const char *needle)
-{
-    LogWait w = {path, needle};
-    char *text;
-
-    if (h_wait_until(log_has, &w, WAIT_MS))
-        return;
-    text = h_read_file(path, NULL);
-    ck_abort_msg("log %s never contained \"%s\"; it has:\n%s", path, needle, text ? text : "");
-}
-
 static void stop_pgfan(pid_t pid)
 {
     h_kill(pid, SIGTERM);
@@ -175,27 +153,9 @@ static bool slot_reached(void *arg)
     return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
 }
 
-static Lsn wal_insert_lsn(PGconn *conn)
-{
-    char *text = h_sql_value(conn, "SELECT pg_current_wal_insert_lsn()");
-    Lsn lsn = LSN_INVALID;
-
-    ck_assert(text && lsn_parse(text, strlen(text), &lsn));
-    free(text);
-    return lsn;
-}
-
 static void wait_confirmed_current(Env *e)
 {
-    SlotWait w = {e->conn, e->db, wal_insert_lsn(e->conn)};
-    char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
-
-    if (!h_wait_until(slot_reached, &w, WAIT_MS)) {
-        char *text = h_read_file(e->log, NULL);
-        ck_abort_msg("slot %s stuck at %s, wanted %s; log:\n%s", e->db,
-                     lsn_format(h_slot_confirmed_lsn(e->conn, e->db), a), lsn_format(w.target, b),
-                     text ? text : "");
-    }
+    h_wait_slot_confirmed(e->conn, e->db, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
 }
 
 typedef struct InactiveWait {
@@ -398,10 +358,10 @@ START_TEST(test_kafka_kill9_at_least_once)
     size_t dups = 0;
     bool *inserted, *updated;
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     moved.conn = e.conn;
     moved.slot = e.db;
-    moved.target = wal_insert_lsn(e.conn) + 1;
+    moved.target = h_wal_insert_lsn(e.conn) + 1;
     w = start_workload(e.db, WORKLOAD_ROWS);
     /* mid-stream: something was delivered and confirmed, the workload goes on */
     ck_assert(h_wait_until(slot_reached, &moved, WAIT_MS));
@@ -466,7 +426,7 @@ START_TEST(test_kafka_and_file_confirm_the_minimum)
     /* h_write_config has no status_interval: append it to [source] via env */
     setenv("PGFAN_SOURCE_STATUS_INTERVAL", "1s", 1);
     pid = start_pgfan(&e);
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1, 0)");
     wait_confirmed_current(&e);
 
@@ -474,11 +434,8 @@ START_TEST(test_kafka_and_file_confirm_the_minimum)
     h_sql(e.conn, "INSERT INTO orders VALUES (2, 0)");
     w.conn = e.conn;
     w.slot = e.db;
-    w.target = wal_insert_lsn(e.conn);
-    {
-        LogWait lw = {e.out, "\"after\":{\"id\":2,"};
-        ck_assert(h_wait_until(log_has, &lw, WAIT_MS));
-    }
+    w.target = h_wal_insert_lsn(e.conn);
+    h_wait_file_contains(e.out, "\"after\":{\"id\":2,", WAIT_MS);
     /* the file has it; Kafka does not: several status updates must not confirm it */
     ck_assert_msg(!h_wait_until(slot_reached, &w, 3000),
                   "the slot confirmed a change the frozen broker never acknowledged");
@@ -521,12 +478,12 @@ START_TEST(test_kafka_standby_takes_over)
         buf_free(&text);
     }
     active = start_pgfan(&e);
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     standby = start_pgfan_with(cfg2.data, log2.data);
-    wait_log(log2.data, "is held by another consumer");
+    h_wait_file_contains(log2.data, "is held by another consumer", WAIT_MS);
 
     stop_pgfan(active);
-    wait_log(log2.data, "streaming from slot");
+    h_wait_file_contains(log2.data, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (77, 0)");
     wait_confirmed_current(&e);
     stop_pgfan(standby);

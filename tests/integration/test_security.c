@@ -20,28 +20,6 @@
 #define WAIT_MS 60000
 #define SECRET "S3cr3t-Pa55word-xyzzy"
 
-typedef struct LogWait {
-    const char *path;
-    const char *needle;
-} LogWait;
-
-static bool log_has(void *arg)
-{
-    LogWait *w = arg;
-    return h_file_contains(w->path, w->needle);
-}
-
-static void wait_log(const char *path, const char *needle)
-{
-    LogWait w = {path, needle};
-    char *text;
-
-    if (h_wait_until(log_has, &w, WAIT_MS))
-        return;
-    text = h_read_file(path, NULL);
-    ck_abort_msg("log %s never contained \"%s\"; it has:\n%s", path, needle, text ? text : "");
-}
-
 static void run_to_file(const char *const argv[], const char *out, int want_exit)
 {
     pid_t pid = h_spawn(argv, out);
@@ -84,7 +62,7 @@ START_TEST(test_password_never_shown)
         const char *argv[] = {h_pgfan_bin(), "run", "-c", path.data, NULL};
         pid = h_spawn(argv, log.data);
     }
-    wait_log(log.data, "streaming from slot");
+    h_wait_file_contains(log.data, "streaming from slot", WAIT_MS);
     h_sql(conn, "INSERT INTO orders VALUES (1)");
     {
         const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, "--json", NULL};
@@ -94,7 +72,7 @@ START_TEST(test_password_never_shown)
     /* A connection failure message must not echo the DSN either. */
     h_sql(conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
                 "WHERE slot_name = 'sec_secret'");
-    wait_log(log.data, "reconnecting");
+    h_wait_file_contains(log.data, "reconnecting", WAIT_MS);
     h_kill(pid, SIGTERM);
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
     ck_assert_msg(!h_file_contains(log.data, SECRET), "the password leaked into the log");
@@ -186,7 +164,7 @@ START_TEST(test_tls_verify_full)
         const char *argv[] = {h_pgfan_bin(), "run", "-c", path.data, NULL};
         pid = h_spawn(argv, log.data);
     }
-    wait_log(log.data, "streaming from slot");
+    h_wait_file_contains(log.data, "streaming from slot", WAIT_MS);
     {
         char *ssl = h_sql_value(conn, "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_replication r "
                                       "USING (pid) WHERE s.ssl");
@@ -208,7 +186,7 @@ START_TEST(test_tls_verify_full)
         const char *argv[] = {h_pgfan_bin(), "run", "-c", path.data, NULL};
         pid = h_spawn(argv, log2.data);
     }
-    wait_log(log2.data, "certificate verify failed");
+    h_wait_file_contains(log2.data, "certificate verify failed", WAIT_MS);
     ck_assert(h_file_contains(log2.data, "could not connect to PostgreSQL"));
     h_kill(pid, SIGTERM);
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);

@@ -92,54 +92,9 @@ static void stop_pgfan(pid_t pid)
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
 }
 
-typedef struct LogWait {
-    const char *path;
-    const char *needle;
-} LogWait;
-
-static bool log_has(void *arg)
-{
-    LogWait *w = arg;
-    return h_file_contains(w->path, w->needle);
-}
-
-static void wait_log(const char *path, const char *needle)
-{
-    LogWait w = {path, needle};
-    char *text;
-
-    if (h_wait_until(log_has, &w, WAIT_MS))
-        return;
-    text = h_read_file(path, NULL);
-    ck_abort_msg("log %s never contained \"%s\"; it has:\n%s", path, needle, text ? text : "");
-}
-
-typedef struct SlotWait {
-    PGconn *conn;
-    const char *slot;
-    Lsn target;
-} SlotWait;
-
-static bool slot_reached(void *arg)
-{
-    SlotWait *w = arg;
-    return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
-}
-
 static void wait_confirmed_current(Env *e)
 {
-    char *text = h_sql_value(e->conn, "SELECT pg_current_wal_insert_lsn()");
-    SlotWait w = {e->conn, e->slot, LSN_INVALID};
-    char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
-
-    ck_assert(text && lsn_parse(text, strlen(text), &w.target));
-    free(text);
-    if (!h_wait_until(slot_reached, &w, WAIT_MS)) {
-        char *log = h_read_file(e->log, NULL);
-        ck_abort_msg("slot %s stuck at %s, wanted %s; log:\n%s", e->slot,
-                     lsn_format(h_slot_confirmed_lsn(e->conn, e->slot), a), lsn_format(w.target, b),
-                     log ? log : "");
-    }
+    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
 }
 
 /* The integer after "key": in text, from the first occurrence. */
@@ -231,7 +186,7 @@ START_TEST(webhook_changes_arrive)
     HttpRequest *reqs;
     char *h;
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders SELECT i, 'new', 10.50 FROM generate_series(1, 50) i");
     h_sql(e.conn, "UPDATE orders SET status = 'paid' WHERE id <= 10");
     wait_confirmed_current(&e);
@@ -297,7 +252,7 @@ START_TEST(webhook_kill9_at_least_once)
     bool *inserted = calloc(WORKLOAD_ROWS + 1, sizeof(bool));
     bool *updated = calloc(WORKLOAD_ROWS + 1, sizeof(bool));
 
-    wait_log(e.log, "streaming from slot");
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     w = h_pg_connect(e.db);
     snprintf(sql, sizeof sql, workload_sql, WORKLOAD_ROWS);
     ck_assert_int_eq(PQsendQuery(w, sql), 1);
