@@ -838,3 +838,58 @@ void h_wait_slot_confirmed(PGconn *conn, const char *slot, Lsn target, int timeo
            lsn_format(h_slot_confirmed_lsn(conn, slot), a), lsn_format(target, b), timeout_ms,
            text ? text : "(none)");
 }
+
+typedef struct InactiveWait {
+    PGconn *conn;
+    const char *slot;
+} InactiveWait;
+
+static bool slot_inactive(void *arg)
+{
+    InactiveWait *w = arg;
+    return !h_slot_active(w->conn, w->slot);
+}
+
+void h_wait_slot_inactive(PGconn *conn, const char *slot, int timeout_ms)
+{
+    InactiveWait w = {conn, slot};
+
+    if (!h_wait_until(slot_inactive, &w, timeout_ms))
+        h_fail("slot %s is still in use after %d ms", slot, timeout_ms);
+}
+
+/* --- the shared crash-test workload --------------------------------------- */
+
+static const char workload_sql[] =
+    "DO $$ BEGIN FOR i IN 1..%d LOOP "
+    "  INSERT INTO orders VALUES (i, 0); "
+    "  IF i %% 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
+    "  COMMIT; "
+    "END LOOP; END $$";
+
+PGconn *h_workload_start(const char *dbname, int rows)
+{
+    PGconn *w = h_pg_connect(dbname);
+    char sql[sizeof workload_sql + 16];
+
+    snprintf(sql, sizeof sql, workload_sql, rows);
+    if (PQsendQuery(w, sql) != 1)
+        h_fail("h_workload_start: could not send the workload: %s", PQerrorMessage(w));
+    return w;
+}
+
+void h_workload_finish(PGconn *w)
+{
+    PGresult *res;
+
+    while ((res = PQgetResult(w)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(res));
+            PQclear(res);
+            h_fail("h_workload_finish: the workload failed: %s", msg);
+        }
+        PQclear(res);
+    }
+    PQfinish(w);
+}

@@ -156,6 +156,22 @@ Lsn h_wal_insert_lsn(PGconn *conn);
 void h_wait_slot_confirmed(PGconn *conn, const char *slot, Lsn target, int timeout_ms,
                            const char *log_path);
 
+/* Waits until no walsender streams from slot (a killed consumer's walsender
+ * has let go of it); fails the test otherwise. */
+void h_wait_slot_inactive(PGconn *conn, const char *slot, int timeout_ms);
+
+/*
+ * The crash-test workload the sink suites share, on a table
+ * orders(id bigint PRIMARY KEY, v int): ids 1..rows inserted one per
+ * transaction, and after every third insert an update (v = 1) of the row
+ * before it (ids 2, 5, 8, ...), each in its own transaction. Sent on a new
+ * connection without waiting, so a test can stop pgfan mid-stream;
+ * h_workload_finish waits for it (failing the test if it failed) and closes
+ * the connection.
+ */
+PGconn *h_workload_start(const char *dbname, int rows);
+void h_workload_finish(PGconn *workload);
+
 /* Terminates the walsender using slot, if any, and drops it, if it exists. */
 void h_drop_slot(PGconn *conn, const char *slot);
 

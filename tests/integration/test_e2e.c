@@ -161,16 +161,8 @@ START_TEST(test_envelopes_three_tables)
 }
 END_TEST
 
-/* Shared by the crash and clean-stop tests: n single-row inserts plus an
- * update of every third row, each in its own transaction, sent without
- * waiting so pgfan is stopped mid-stream. */
+/* Rows of the harness's crash-test workload (h_workload_start). */
 #define WORKLOAD_ROWS 3000
-static const char workload_sql[] =
-    "DO $$ BEGIN FOR i IN 1..%d LOOP "
-    "  INSERT INTO orders VALUES (i, 0); "
-    "  IF i %% 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
-    "  COMMIT; "
-    "END LOOP; END $$";
 
 typedef struct LinesWait {
     const char *path;
@@ -181,28 +173,6 @@ static bool has_lines(void *arg)
 {
     LinesWait *w = arg;
     return h_count_lines(w->path) >= w->n;
-}
-
-static PGconn *start_workload(const char *db, int rows)
-{
-    PGconn *w = h_pg_connect(db);
-    char sql[sizeof workload_sql + 16];
-
-    snprintf(sql, sizeof sql, workload_sql, rows);
-    ck_assert_int_eq(PQsendQuery(w, sql), 1);
-    return w;
-}
-
-static void finish_workload(PGconn *w)
-{
-    PGresult *res;
-
-    while ((res = PQgetResult(w)) != NULL) {
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "workload failed: %s",
-                      PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(w);
 }
 
 typedef struct Seen {
@@ -270,38 +240,26 @@ static size_t check_workload_output(const char *path, Lsn confirmed_before, uint
     return dups;
 }
 
-typedef struct InactiveWait {
-    PGconn *conn;
-    const char *slot;
-} InactiveWait;
-
-static bool slot_inactive(void *arg)
-{
-    InactiveWait *w = arg;
-    return !h_slot_active(w->conn, w->slot);
-}
-
 START_TEST(test_kill9_at_least_once)
 {
     Env e = env_new("e2e_kill", "CREATE TABLE orders(id bigint PRIMARY KEY, v int)",
                     "public.orders", NULL);
     pid_t pid = start_pgfan(&e, NULL);
     LinesWait lw = {e.out, 600};
-    InactiveWait iw = {e.conn, e.slot};
     PGconn *w;
     Lsn confirmed;
     size_t dups;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    w = start_workload(e.db, WORKLOAD_ROWS);
+    w = h_workload_start(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     h_kill(pid, SIGKILL);
     h_wait_exit(pid, WAIT_MS);
-    ck_assert(h_wait_until(slot_inactive, &iw, WAIT_MS));
+    h_wait_slot_inactive(e.conn, e.slot, WAIT_MS);
     confirmed = h_slot_confirmed_lsn(e.conn, e.slot);
 
     pid = start_pgfan(&e, NULL);
-    finish_workload(w);
+    h_workload_finish(w);
     wait_confirmed_current(&e);
     stop_pgfan(pid);
     dups = check_workload_output(e.out, confirmed, WORKLOAD_ROWS);
@@ -321,13 +279,13 @@ START_TEST(test_sigterm_no_duplicates)
     size_t dups;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    w = start_workload(e.db, WORKLOAD_ROWS);
+    w = h_workload_start(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
     stop_pgfan(pid);
     ck_assert(h_file_contains(e.log, "stopped cleanly"));
 
     pid = start_pgfan(&e, NULL);
-    finish_workload(w);
+    h_workload_finish(w);
     wait_confirmed_current(&e);
     stop_pgfan(pid);
     dups = check_workload_output(e.out, UINT64_MAX, WORKLOAD_ROWS);
@@ -566,9 +524,9 @@ START_TEST(test_backpressure_keeps_connection_alive)
     iw.sock = sock.data;
     iw.json = json.data;
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    w = start_workload(e.db, 120); /* 160 transactions */
+    w = h_workload_start(e.db, 120); /* 160 transactions */
     ck_assert_msg(h_wait_until(fifo_full, &iw, WAIT_MS), "never saw 100 transactions in flight");
-    finish_workload(w);
+    h_workload_finish(w);
     wait_confirmed_current(&e);
     ck_assert_uint_eq(check_workload_output(e.out, UINT64_MAX, 120), 0);
     ck_assert_msg(!h_file_contains(e.log, "reconnecting"), "connection was lost under backpressure");

@@ -158,17 +158,6 @@ static void wait_confirmed_current(Env *e)
     h_wait_slot_confirmed(e->conn, e->db, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
 }
 
-typedef struct InactiveWait {
-    PGconn *conn;
-    const char *slot;
-} InactiveWait;
-
-static bool slot_inactive(void *arg)
-{
-    InactiveWait *w = arg;
-    return !h_slot_active(w->conn, w->slot);
-}
-
 /* ---- reading the topic ---- */
 
 typedef struct Record {
@@ -309,35 +298,8 @@ static int record_cmp(const void *a, const void *b)
 
 /* ---- workload (as in test_e2e.c) ---- */
 
+/* Rows of the harness's crash-test workload (h_workload_start). */
 #define WORKLOAD_ROWS 3000
-static const char workload_sql[] =
-    "DO $$ BEGIN FOR i IN 1..%d LOOP "
-    "  INSERT INTO orders VALUES (i, 0); "
-    "  IF i %% 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
-    "  COMMIT; "
-    "END LOOP; END $$";
-
-static PGconn *start_workload(const char *db, int rows)
-{
-    PGconn *w = h_pg_connect(db);
-    char sql[sizeof workload_sql + 16];
-
-    snprintf(sql, sizeof sql, workload_sql, rows);
-    ck_assert_int_eq(PQsendQuery(w, sql), 1);
-    return w;
-}
-
-static void finish_workload(PGconn *w)
-{
-    PGresult *res;
-
-    while ((res = PQgetResult(w)) != NULL) {
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "workload failed: %s",
-                      PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(w);
-}
 
 /* ---- tests ---- */
 
@@ -350,7 +312,6 @@ START_TEST(test_kafka_kill9_at_least_once)
 {
     Env e = env_new("kafka_kill", false, NULL);
     pid_t pid = start_pgfan(&e);
-    InactiveWait iw = {e.conn, e.db};
     SlotWait moved;
     PGconn *w;
     Lsn confirmed;
@@ -362,16 +323,16 @@ START_TEST(test_kafka_kill9_at_least_once)
     moved.conn = e.conn;
     moved.slot = e.db;
     moved.target = h_wal_insert_lsn(e.conn) + 1;
-    w = start_workload(e.db, WORKLOAD_ROWS);
+    w = h_workload_start(e.db, WORKLOAD_ROWS);
     /* mid-stream: something was delivered and confirmed, the workload goes on */
     ck_assert(h_wait_until(slot_reached, &moved, WAIT_MS));
     h_kill(pid, SIGKILL);
     h_wait_exit(pid, WAIT_MS);
-    ck_assert(h_wait_until(slot_inactive, &iw, WAIT_MS));
+    h_wait_slot_inactive(e.conn, e.db, WAIT_MS);
     confirmed = h_slot_confirmed_lsn(e.conn, e.db);
 
     pid = start_pgfan(&e);
-    finish_workload(w);
+    h_workload_finish(w);
     wait_confirmed_current(&e);
     stop_pgfan(pid);
 

@@ -214,24 +214,8 @@ START_TEST(webhook_changes_arrive)
 }
 END_TEST
 
+/* Rows of the harness's crash-test workload (h_workload_start). */
 #define WORKLOAD_ROWS 3000
-static const char workload_sql[] =
-    "DO $$ BEGIN FOR i IN 1..%d LOOP "
-    "  INSERT INTO orders VALUES (i, 0); "
-    "  IF i %% 3 = 0 THEN UPDATE orders SET v = 1 WHERE id = i - 1; END IF; "
-    "  COMMIT; "
-    "END LOOP; END $$";
-
-typedef struct InactiveWait {
-    PGconn *conn;
-    const char *slot;
-} InactiveWait;
-
-static bool slot_inactive(void *arg)
-{
-    InactiveWait *w = arg;
-    return !h_slot_active(w->conn, w->slot);
-}
 
 /* kill -9 mid-stream, with a tenth of the requests failing with 500, then
  * restart: every change is delivered at least once, and every duplicate
@@ -242,33 +226,23 @@ START_TEST(webhook_kill9_at_least_once)
                     "public.orders", 10);
     pid_t pid = start_pgfan(&e);
     CountWait cw = {e.rx, 15};
-    InactiveWait iw = {e.conn, e.slot};
     PGconn *w;
     Lsn confirmed;
-    char sql[sizeof workload_sql + 16];
-    PGresult *res;
     size_t n, dups = 0;
     Seen *seen;
     bool *inserted = calloc(WORKLOAD_ROWS + 1, sizeof(bool));
     bool *updated = calloc(WORKLOAD_ROWS + 1, sizeof(bool));
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    w = h_pg_connect(e.db);
-    snprintf(sql, sizeof sql, workload_sql, WORKLOAD_ROWS);
-    ck_assert_int_eq(PQsendQuery(w, sql), 1);
+    w = h_workload_start(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_ok_requests, &cw, WAIT_MS));
     h_kill(pid, SIGKILL);
     h_wait_exit(pid, WAIT_MS);
-    ck_assert(h_wait_until(slot_inactive, &iw, WAIT_MS));
+    h_wait_slot_inactive(e.conn, e.slot, WAIT_MS);
     confirmed = h_slot_confirmed_lsn(e.conn, e.slot);
 
     pid = start_pgfan(&e);
-    while ((res = PQgetResult(w)) != NULL) {
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "workload failed: %s",
-                      PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(w);
+    h_workload_finish(w);
     wait_confirmed_current(&e);
     stop_pgfan(pid);
 
