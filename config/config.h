@@ -61,6 +61,12 @@ const char *config_map_get(const ConfigMap *map, const char *key);
  * must never be shown ("sink.kafka", "librdkafka", "sasl.password"). */
 bool config_map_is_secret(const char *section, const char *map_key, const char *name);
 
+/* How a deleted row reaches Elasticsearch (sinks/elasticsearch.c). */
+typedef enum EsDeleteMode {
+    ES_DELETE_SOFT = 0, /* a versioned document marked pgfan.deleted = true */
+    ES_DELETE_HARD,     /* a versioned delete; see index.gc_deletes in the README */
+} EsDeleteMode;
+
 /* Index = the librdkafka codec name in sinks/kafka.c. */
 typedef enum KafkaCompression {
     KAFKA_COMPRESSION_NONE = 0,
@@ -129,6 +135,34 @@ typedef struct Config {
         size_t queue_max_kbytes;  /* queue.buffering.max.kbytes, default 65536 */
         ConfigMap librdkafka;     /* librdkafka.<property> = value, passed as is */
     } kafka;
+
+    struct {
+        bool enabled;
+        char *url;              /* cluster base URL, http:// or https:// (secret: userinfo) */
+        ConfigMap indices;      /* index.<schema>.<table> = name or prefix-{column:%Y.%m.%d} */
+        ConfigMap aliases;      /* alias.<schema>.<table> = alias over the table's indices */
+        ConfigMap text_columns; /* text.<schema>.<table> = col, col: text + keyword mapping */
+        char *username;         /* basic auth */
+        char *password;         /* secret */
+        char *password_file;    /* file holding the password (systemd credentials) */
+        char *api_key;          /* secret: the "encoded" API key */
+        char *api_key_file;
+        char *ca_file;          /* CA bundle for https; NULL: the system's */
+        size_t batch_actions;   /* actions per bulk request, default 1000 */
+        size_t batch_bytes;     /* bytes per bulk request, default 5 MB */
+        TimeUs batch_linger;    /* how long a partial bulk waits, default 200 ms */
+        size_t max_in_flight;   /* concurrent bulk requests, default 2 */
+        size_t max_buffer_bytes;/* bytes held (queued + in flight) before backpressure */
+        TimeUs timeout;         /* whole request, default 60 s */
+        bool gzip;              /* Content-Encoding: gzip request bodies */
+        EsDeleteMode deletes;   /* default soft */
+        char *dead_letter;      /* NDJSON file for documents refused with a 4xx */
+        bool template_overwrite;/* replace an existing, different template of our name */
+        size_t shards;          /* number_of_shards in the template, default 1 */
+        size_t replicas;        /* number_of_replicas, default 1 */
+        char *refresh_interval; /* template setting; NULL: Elasticsearch's default */
+        size_t retention_days;  /* > 0: an ILM policy deleting indices after this many days */
+    } elasticsearch;
 } Config;
 
 /*

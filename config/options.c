@@ -179,6 +179,102 @@ static bool validate_header_entry(const char *name, const char *value, OptCheck 
     return true;
 }
 
+/* Elasticsearch: how deleted rows are written. Index = EsDeleteMode. */
+static const char *const es_delete_choices[] = {"soft", "hard", NULL};
+
+static bool set_es_deletes(Config *cfg, const OptValue *v, OptCheck *why)
+{
+    (void)why;
+    cfg->elasticsearch.deletes = (EsDeleteMode)v->choice;
+    return true;
+}
+
+static void print_es_deletes(const Config *cfg, Buf *out)
+{
+    buf_append_str(out, es_delete_choices[cfg->elasticsearch.deletes]);
+}
+
+/* Characters Elasticsearch refuses in an index name (besides upper case). */
+static bool es_index_char_ok(char c)
+{
+    return !isupper((unsigned char)c) && !strchr("\\/*?\"<>| ,#:", c) && (unsigned char)c > ' ';
+}
+
+/*
+ * index.<schema>.<table> = orders-{created_at:%Y.%m.%d} or a static name:
+ * lower case, none of Elasticsearch's forbidden characters, at most one
+ * {column:format} whose format uses only %Y, %m and %d.
+ */
+static bool validate_es_index_entry(const char *name, const char *value, OptCheck *why)
+{
+    const char *open = strchr(value, '{');
+
+    (void)name;
+    if (strchr("_-+", value[0]) || value[0] == '{') {
+        snprintf(why->why, sizeof why->why, "an index name may not start with _, -, + or a {column}");
+        goto hint;
+    }
+    for (const char *p = value; *p; p++) {
+        if (p == open) {
+            const char *close = strchr(p, '}');
+            const char *colon = strchr(p, ':');
+
+            if (!close || !colon || colon > close || colon == p + 1 || colon + 1 == close) {
+                snprintf(why->why, sizeof why->why,
+                         "a date part is written {column:format}, e.g. {created_at:%%Y.%%m.%%d}");
+                goto hint;
+            }
+            for (const char *f = colon + 1; f < close; f++) {
+                if (*f == '%') {
+                    f++;
+                    if (*f != 'Y' && *f != 'm' && *f != 'd') {
+                        snprintf(why->why, sizeof why->why,
+                                 "only %%Y, %%m and %%d may appear in {column:format}");
+                        goto hint;
+                    }
+                } else if (!es_index_char_ok(*f)) {
+                    snprintf(why->why, sizeof why->why,
+                             "\"%c\" may not appear in an Elasticsearch index name", *f);
+                    goto hint;
+                }
+            }
+            p = close;
+            if (strchr(p + 1, '{')) {
+                snprintf(why->why, sizeof why->why, "only one {column:format} part is allowed");
+                goto hint;
+            }
+            continue;
+        }
+        if (!es_index_char_ok(*p)) {
+            snprintf(why->why, sizeof why->why,
+                     "\"%c\" may not appear in an Elasticsearch index name (lower case only; "
+                     "no spaces or \\/*?\"<>|,#:)", *p);
+            goto hint;
+        }
+    }
+    return true;
+
+hint:
+    snprintf(why->hint, sizeof why->hint,
+             "write e.g. index.public.orders = orders-{created_at:%%Y.%%m.%%d} or "
+             "index.public.customers = customers");
+    return false;
+}
+
+/* alias.<schema>.<table>: an index-like name without any {column} part. */
+static bool validate_es_alias_entry(const char *name, const char *value, OptCheck *why)
+{
+    (void)name;
+    if (strchr(value, '{')) {
+        snprintf(why->why, sizeof why->why, "an alias is a fixed name, without {column:format}");
+        snprintf(why->hint, sizeof why->hint, "write e.g. alias.public.orders = orders");
+        return false;
+    }
+    return validate_es_index_entry(name, value, why);
+}
+
+/* Files that hold a credential are read when the sink opens. */
+
 /* Header names whose values are credentials. */
 static const char *const webhook_secret_headers[] = {"authorization", "key", "token", "secret",
                                                      "cookie", NULL};
@@ -209,6 +305,12 @@ const SectionDef config_sections[] = {
              "go to the dead-letter file.",
      .is_sink = true,
      .enabled_offset = offsetof(Config, webhook.enabled)},
+    {.name = "sink.elasticsearch",
+     .desc = "Elasticsearch sink: one document per row (_id = primary key) in per-table\n"
+             "indices, daily ones when routed by a date column; external versions from the\n"
+             "change's LSN make replays harmless; pgfan installs an index template per table.",
+     .is_sink = true,
+     .enabled_offset = offsetof(Config, elasticsearch.enabled)},
 };
 const size_t config_n_sections = sizeof config_sections / sizeof config_sections[0];
 
@@ -345,6 +447,97 @@ const OptDef config_options[] = {
      .validate_entry = validate_header_entry, .example = "X-Api-Key = abc123",
      .desc = "header.<Name> = value: an extra header on every request\n"
              "(values of Authorization, *key*, *token*, *secret* are never printed)"},
+
+    {.section = "sink.elasticsearch", .key = "url", .type = OPT_STRING, .required = true,
+     .secret = SECRET_URL, .offset = offsetof(Config, elasticsearch.url),
+     .validate = validate_http_url, .example = "http://localhost:9200",
+     .desc = "the cluster's base URL: http:// or https://"},
+    {.section = "sink.elasticsearch", .key = "index", .type = OPT_MAP,
+     .offset = offsetof(Config, elasticsearch.indices),
+     .validate_entry = validate_es_index_entry,
+     .example = "public.orders = orders-{created_at:%Y.%m.%d}",
+     .desc = "index.<schema>.<table> = index name, or prefix-{column:%Y.%m.%d}: daily indices\n"
+             "by the UTC date of an immutable column (default: the table name in lower case)"},
+    {.section = "sink.elasticsearch", .key = "alias", .type = OPT_MAP,
+     .offset = offsetof(Config, elasticsearch.aliases),
+     .validate_entry = validate_es_alias_entry, .example = "public.orders = orders",
+     .desc = "alias.<schema>.<table> = alias over the table's indices that hides deleted rows\n"
+             "(default for daily indices: the table name; for a fixed index: <index>-live)"},
+    {.section = "sink.elasticsearch", .key = "text", .type = OPT_MAP,
+     .offset = offsetof(Config, elasticsearch.text_columns),
+     .example = "public.customers = name, email",
+     .desc = "text.<schema>.<table> = columns mapped as full-text (text with a .keyword\n"
+             "subfield); other text columns are keyword"},
+    {.section = "sink.elasticsearch", .key = "username", .type = OPT_STRING, .optional = true,
+     .offset = offsetof(Config, elasticsearch.username), .example = "pgfan",
+     .desc = "basic authentication user (with password or password_file)"},
+    {.section = "sink.elasticsearch", .key = "password", .type = OPT_STRING, .optional = true,
+     .secret = SECRET_WHOLE, .offset = offsetof(Config, elasticsearch.password),
+     .example = "change-me", .desc = "basic authentication password (never printed)"},
+    {.section = "sink.elasticsearch", .key = "password_file", .type = OPT_STRING,
+     .optional = true, .offset = offsetof(Config, elasticsearch.password_file),
+     .example = "/run/credentials/pgfan.service/es-password",
+     .desc = "file holding the password (e.g. a systemd credential); read at start"},
+    {.section = "sink.elasticsearch", .key = "api_key", .type = OPT_STRING, .optional = true,
+     .secret = SECRET_WHOLE, .offset = offsetof(Config, elasticsearch.api_key),
+     .example = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==",
+     .desc = "API key, the \"encoded\" value of POST /_security/api_key (never printed)"},
+    {.section = "sink.elasticsearch", .key = "api_key_file", .type = OPT_STRING,
+     .optional = true, .offset = offsetof(Config, elasticsearch.api_key_file),
+     .example = "/run/credentials/pgfan.service/es-api-key",
+     .desc = "file holding the API key; read at start"},
+    {.section = "sink.elasticsearch", .key = "ca_file", .type = OPT_STRING, .optional = true,
+     .offset = offsetof(Config, elasticsearch.ca_file), .example = "/etc/pgfan/es-ca.crt",
+     .desc = "CA bundle that verifies the cluster's certificate (default: the system's)"},
+    {.section = "sink.elasticsearch", .key = "batch_actions", .type = OPT_INT, .def = "1000",
+     .min = 1, .max = 100000, .offset = offsetof(Config, elasticsearch.batch_actions),
+     .desc = "documents per bulk request"},
+    {.section = "sink.elasticsearch", .key = "batch_bytes", .type = OPT_SIZE, .def = "5MB",
+     .min = 4 * KB, .max = 90 * MB, .unit = "B",
+     .offset = offsetof(Config, elasticsearch.batch_bytes),
+     .desc = "bytes per bulk request (Elasticsearch refuses more than http.max_content_length)"},
+    {.section = "sink.elasticsearch", .key = "batch_linger", .type = OPT_DURATION,
+     .def = "200ms", .min = 0, .max = 10 * US_S, .unit = "ms",
+     .offset = offsetof(Config, elasticsearch.batch_linger),
+     .desc = "how long a bulk request that is not full waits for more documents"},
+    {.section = "sink.elasticsearch", .key = "max_in_flight", .type = OPT_INT, .def = "2",
+     .min = 1, .max = 16, .offset = offsetof(Config, elasticsearch.max_in_flight),
+     .desc = "concurrent bulk requests"},
+    {.section = "sink.elasticsearch", .key = "max_buffer", .type = OPT_SIZE, .def = "64MB",
+     .min = 1 * MB, .max = 1 * GB, .unit = "B",
+     .offset = offsetof(Config, elasticsearch.max_buffer_bytes),
+     .desc = "bytes held (waiting, in flight, retrying) before reading from PostgreSQL pauses"},
+    {.section = "sink.elasticsearch", .key = "timeout", .type = OPT_DURATION, .def = "60s",
+     .min = 1 * US_S, .max = 10 * US_MIN, .unit = "s",
+     .offset = offsetof(Config, elasticsearch.timeout),
+     .desc = "time allowed for one request; then it is retried"},
+    {.section = "sink.elasticsearch", .key = "gzip", .type = OPT_BOOL, .def = "off",
+     .offset = offsetof(Config, elasticsearch.gzip),
+     .desc = "compress bulk request bodies (Content-Encoding: gzip)"},
+    {.section = "sink.elasticsearch", .key = "deletes", .type = OPT_ENUM, .def = "soft",
+     .choices = es_delete_choices, .set = set_es_deletes, .print = print_es_deletes,
+     .desc = "soft: a deleted row's document stays, marked pgfan.deleted = true (the alias\n"
+             "hides it); hard: the document is deleted (safe only within index.gc_deletes)"},
+    {.section = "sink.elasticsearch", .key = "dead_letter", .type = OPT_STRING,
+     .def = "es-dead-letter.ndjson", .offset = offsetof(Config, elasticsearch.dead_letter),
+     .desc = "NDJSON file for documents Elasticsearch refused (mapping errors): document,\n"
+             "error, LSN and table, one per line"},
+    {.section = "sink.elasticsearch", .key = "template_overwrite", .type = OPT_BOOL,
+     .def = "no", .offset = offsetof(Config, elasticsearch.template_overwrite),
+     .desc = "replace an existing index template of pgfan's name that differs (otherwise a\n"
+             "difference stops pgfan with a message)"},
+    {.section = "sink.elasticsearch", .key = "shards", .type = OPT_INT, .def = "1",
+     .min = 1, .max = 1024, .offset = offsetof(Config, elasticsearch.shards),
+     .desc = "number_of_shards of each new index"},
+    {.section = "sink.elasticsearch", .key = "replicas", .type = OPT_INT, .def = "1",
+     .min = 0, .max = 32, .offset = offsetof(Config, elasticsearch.replicas),
+     .desc = "number_of_replicas of each new index"},
+    {.section = "sink.elasticsearch", .key = "refresh_interval", .type = OPT_STRING,
+     .optional = true, .offset = offsetof(Config, elasticsearch.refresh_interval),
+     .example = "5s", .desc = "refresh_interval of each new index (default: Elasticsearch's)"},
+    {.section = "sink.elasticsearch", .key = "retention_days", .type = OPT_INT, .def = "0",
+     .min = 0, .max = 36500, .offset = offsetof(Config, elasticsearch.retention_days),
+     .desc = "> 0: an ILM policy deletes each index this many days after its date; 0: never"},
 };
 const size_t config_n_options = sizeof config_options / sizeof config_options[0];
 

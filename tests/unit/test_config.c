@@ -229,9 +229,9 @@ START_TEST(test_bad_file_reports_everything)
         "bad.conf:8: duplicate key \"tables\" in [source] (first set on line 7); keep "
         "only one\n"
         "bad.conf:10: unknown section [sorce]; did you mean [source]? known sections: "
-        "source, status, log, sink.file, sink.kafka, sink.webhook\n"
+        "source, status, log, sink.file, sink.kafka, sink.webhook, sink.elasticsearch\n"
         "bad.conf:13: unknown sink [sink.fiel]; did you mean [sink.file]? known sinks: "
-        "file, kafka, webhook";
+        "file, kafka, webhook, elasticsearch";
     PfError err;
     Config *cfg = NULL;
     char *cwd = getcwd(NULL, 0);
@@ -549,16 +549,16 @@ START_TEST(test_unknown_section_and_sink)
 {
     expect_error(MINIMAL "[sorce]\nslot = x\n",
                  "pgfan.conf:4: unknown section [sorce]; did you mean [source]? known sections: "
-                 "source, status, log, sink.file, sink.kafka, sink.webhook");
+                 "source, status, log, sink.file, sink.kafka, sink.webhook, sink.elasticsearch");
     expect_error(MINIMAL "[metrics]\n",
                  "pgfan.conf:4: unknown section [metrics]; known sections: source, status, log, "
-                 "sink.file, sink.kafka, sink.webhook");
-    expect_error(MINIMAL "[sink.elasticsearch]\nurl = x\n",
-                 "pgfan.conf:4: unknown sink [sink.elasticsearch]; known sinks: file, kafka, "
-                 "webhook");
+                 "sink.file, sink.kafka, sink.webhook, sink.elasticsearch");
+    expect_error(MINIMAL "[sink.redis]\nurl = x\n",
+                 "pgfan.conf:4: unknown sink [sink.redis]; known sinks: file, kafka, "
+                 "webhook, elasticsearch");
     expect_error(MINIMAL "[sink.flie]\n",
                  "pgfan.conf:4: unknown sink [sink.flie]; did you mean [sink.file]? known sinks: "
-                 "file, kafka, webhook");
+                 "file, kafka, webhook, elasticsearch");
 }
 END_TEST
 
@@ -890,7 +890,7 @@ START_TEST(test_env_errors)
     setenv("PGFAN_SOURCE_TABLE", "x", 1);
     setenv("PGFAN_SOURCE_STATUS_INTERVAL", "soon", 1);
     setenv("PGFAN_SINK_FILE_MAX_BUFFER", "2GB", 1);
-    setenv("PGFAN_SINK_ELASTICSEARCH_URL", "http://localhost:9200", 1);
+    setenv("PGFAN_SINK_REDIS_URL", "redis://localhost:6379", 1);
     msg = load_fail(MINIMAL, &err);
     /* sorted by variable order in environ: check each line is there, and nothing else */
     ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SOURCE_TABLE: unknown key \"table\" in "
@@ -900,9 +900,8 @@ START_TEST(test_env_errors)
                                       "duration such as 500ms, 10s or 1min"));
     ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SINK_FILE_MAX_BUFFER: max_buffer in "
                                       "[sink.file] must be between 64kB and 1GB (got 2GB)"));
-    ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SINK_ELASTICSEARCH_URL: does not name a "
-                                      "known sink; known sinks: file, kafka, webhook "
-                                      "(PGFAN_SINK_<NAME>_<KEY>)"));
+    ck_assert_ptr_nonnull(strstr(msg, "environment PGFAN_SINK_REDIS_URL: does not name a "
+                                      "known sink; known sinks: file, kafka, webhook"));
     ck_assert_ptr_null(strstr(msg, "pgfan.conf"));
     free(msg);
 }
