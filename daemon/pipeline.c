@@ -209,6 +209,19 @@ static void advance(Pipeline *p)
     }
 }
 
+bool pipeline_prepare(Pipeline *p, const Catalog *catalog, PfError *err)
+{
+    for (size_t i = 0; i < p->n_sinks; i++) {
+        PipelineSink *s = &p->sinks[i];
+
+        if (s->ops->prepare && !s->ops->prepare(s->self, catalog, err)) {
+            err_prefix(err, "sink=%s", s->ops->name);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool pipeline_poll(Pipeline *p, TimeUs now, TimeUs *next_deadline, PfError *err)
 {
     *next_deadline = TIME_NEVER;

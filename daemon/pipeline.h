@@ -36,6 +36,13 @@ void pipeline_free(Pipeline *p);
 void pipeline_add_sink(Pipeline *p, const SinkOps *ops, void *self);
 
 /*
+ * Hands the source tables' catalog to every sink that checks it (SinkOps
+ * prepare) before streaming starts. False with the first sink's error,
+ * prefixed with "sink=<name>" (ERR_CONFIG: the operator must fix something).
+ */
+bool pipeline_prepare(Pipeline *p, const Catalog *catalog, PfError *err);
+
+/*
  * Forwards one decoded change. Returns false when a sink failed (err set by
  * the sink, prefixed with "sink=<name>") or the stream is inconsistent
  * (COMMIT without BEGIN, commit LSNs going backwards): ERR_FATAL.

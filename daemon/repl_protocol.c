@@ -8,6 +8,8 @@
 #include "repl_protocol.h"
 
 #include "../common/log.h"
+#include "../common/mem.h"
+#include "../decoder/values.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,11 +86,9 @@ static void append_w2j_name(Buf *b, const char *name)
     }
 }
 
-void repl_cmd_check_tables(Buf *out, PGconn *conn, const Config *cfg)
+/* Appends "(0, 'public', 'orders'), ..." for the configured tables. */
+static void append_table_values(Buf *out, PGconn *conn, const Config *cfg)
 {
-    buf_append_str(out, "SELECT t.schema_name, t.table_name, c.relkind, c.relreplident, "
-                        "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
-                        "AND i.indisprimary) FROM (VALUES ");
     for (size_t i = 0; i < cfg->source.n_tables; i++) {
         const TableName *t = &cfg->source.tables[i];
         char *s = PQescapeLiteral(conn, t->schema, strlen(t->schema));
@@ -98,10 +98,79 @@ void repl_cmd_check_tables(Buf *out, PGconn *conn, const Config *cfg)
         PQfreemem(s);
         PQfreemem(n);
     }
+}
+
+void repl_cmd_check_tables(Buf *out, PGconn *conn, const Config *cfg)
+{
+    buf_append_str(out, "SELECT t.schema_name, t.table_name, c.relkind, c.relreplident, "
+                        "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
+                        "AND i.indisprimary) FROM (VALUES ");
+    append_table_values(out, conn, cfg);
     buf_append_str(out, ") AS t(ord, schema_name, table_name) "
                         "LEFT JOIN pg_catalog.pg_namespace ns ON ns.nspname = t.schema_name "
                         "LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid "
                         "AND c.relname = t.table_name ORDER BY t.ord");
+}
+
+void repl_cmd_catalog(Buf *out, PGconn *conn, const Config *cfg)
+{
+    buf_append_str(out,
+                   "SELECT t.ord, t.schema_name, t.table_name, c.relreplident, a.attname, "
+                   "pg_catalog.format_type(a.atttypid, a.atttypmod), "
+                   "CASE WHEN a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype THEN "
+                   "COALESCE(information_schema._pg_numeric_scale(a.atttypid, a.atttypmod), -1) "
+                   "ELSE -1 END, "
+                   "COALESCE((SELECT k.n FROM pg_catalog.unnest(pk.indkey::int2[]) "
+                   "WITH ORDINALITY AS k(att, n) WHERE k.att = a.attnum), 0), "
+                   "COALESCE(c.relreplident = 'f' "
+                   "OR (c.relreplident = 'd' AND a.attnum = ANY (pk.indkey::int2[])) "
+                   "OR (c.relreplident = 'i' AND a.attnum = ANY (ri.indkey::int2[])), false), "
+                   "a.attstorage <> 'p', ty.typtype = 'e' FROM (VALUES ");
+    append_table_values(out, conn, cfg);
+    buf_append_str(out,
+                   ") AS t(ord, schema_name, table_name) "
+                   "JOIN pg_catalog.pg_namespace ns ON ns.nspname = t.schema_name "
+                   "JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid "
+                   "AND c.relname = t.table_name "
+                   "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+                   "AND NOT a.attisdropped "
+                   "JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid "
+                   "LEFT JOIN pg_catalog.pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary "
+                   "LEFT JOIN pg_catalog.pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident "
+                   "ORDER BY t.ord, a.attnum");
+}
+
+void repl_read_catalog(const PGresult *res, Catalog *out)
+{
+    int n = PQntuples(res);
+    int last_ord = -1;
+    CatalogTable *t = NULL;
+
+    catalog_clear(out);
+    for (int i = 0; i < n; i++) {
+        int ord = atoi(PQgetvalue(res, i, 0));
+        CatalogColumn *col;
+
+        if (ord != last_ord) {
+            out->tables = xrealloc(out->tables, (out->n_tables + 1) * sizeof *out->tables);
+            t = &out->tables[out->n_tables++];
+            memset(t, 0, sizeof *t);
+            t->schema = xstrdup(PQgetvalue(res, i, 1));
+            t->table = xstrdup(PQgetvalue(res, i, 2));
+            t->replica_identity = PQgetvalue(res, i, 3)[0];
+            last_ord = ord;
+        }
+        t->cols = xrealloc(t->cols, (t->n_cols + 1) * sizeof *t->cols);
+        col = &t->cols[t->n_cols++];
+        col->name = xstrdup(PQgetvalue(res, i, 4));
+        col->type = xstrdup(PQgetvalue(res, i, 5));
+        col->type_class = value_type_class((Str){col->type, strlen(col->type)});
+        col->numeric_scale = atoi(PQgetvalue(res, i, 6));
+        col->pk_position = atoi(PQgetvalue(res, i, 7));
+        col->in_identity = PQgetvalue(res, i, 8)[0] == 't';
+        col->toastable = PQgetvalue(res, i, 9)[0] == 't';
+        col->is_enum = PQgetvalue(res, i, 10)[0] == 't';
+    }
 }
 
 void repl_cmd_check_slot(Buf *out, PGconn *conn, const char *slot)

@@ -13,6 +13,7 @@
 #include "../common/error.h"
 #include "../common/lsn.h"
 #include "../config/config.h"
+#include "../sinks/sink.h"
 
 #include <libpq-fe.h>
 
@@ -20,6 +21,11 @@
  * relkind, relreplident and whether it has a primary key; NULL relkind
  * when the table does not exist. */
 void repl_cmd_check_tables(Buf *out, PGconn *conn, const Config *cfg);
+
+/* Catalog query: the columns of every configured table (config order, then
+ * attnum) with type, numeric scale, key position, identity and storage; read
+ * by repl_read_catalog. Run after repl_cmd_check_tables (tables exist). */
+void repl_cmd_catalog(Buf *out, PGconn *conn, const Config *cfg);
 
 /* Looks the slot up in pg_replication_slots: slot_type, plugin, database, active_pid. */
 void repl_cmd_check_slot(Buf *out, PGconn *conn, const char *slot);
@@ -39,6 +45,9 @@ void repl_cmd_start(Buf *out, const Config *cfg);
  * exist (or is not a table) in dbname.
  */
 bool repl_check_tables_result(const PGresult *res, const char *dbname, PfError *err);
+
+/* Reads the answer of repl_cmd_catalog into *out (emptied first). */
+void repl_read_catalog(const PGresult *res, Catalog *out);
 
 /*
  * Turns a failed command into an error for pgfan: a slot held by another

@@ -48,6 +48,7 @@ typedef enum Step {
     STEP_CONNECT,
     STEP_IDENTIFY,
     STEP_CHECK_TABLES,
+    STEP_CATALOG,
     STEP_CHECK_SLOT,
     STEP_CREATE_SLOT,
     STEP_START,
@@ -290,6 +291,15 @@ static void send_check_tables(Replication *r)
     buf_free(&sql);
 }
 
+static void send_catalog(Replication *r)
+{
+    Buf sql = BUF_INIT;
+
+    repl_cmd_catalog(&sql, r->conn, r->cfg);
+    send_command(r, STEP_CATALOG, sql.data);
+    buf_free(&sql);
+}
+
 static void send_check_slot(Replication *r)
 {
     Buf sql = BUF_INIT;
@@ -355,6 +365,27 @@ static void handle_result(Replication *r, PGresult *res)
         if (!repl_check_tables_result(res, r->source->dbname, &err)) {
             fail(r, &err);
             return;
+        }
+        send_catalog(r);
+        return;
+
+    case STEP_CATALOG:
+        if (st != PGRES_TUPLES_OK) {
+            result_error(r, res, "read the catalog of the tables in [source] tables", &err, &busy);
+            retry_later(r, &err, busy);
+            return;
+        }
+        {
+            Catalog catalog = {0};
+            bool ok;
+
+            repl_read_catalog(res, &catalog);
+            ok = pipeline_prepare(r->pipeline, &catalog, &err);
+            catalog_clear(&catalog);
+            if (!ok) {
+                fail(r, &err);
+                return;
+            }
         }
         send_check_slot(r);
         return;

@@ -55,6 +55,46 @@ typedef struct SinkContext {
     const SourceInfo *source; /* borrowed, see above */
 } SinkContext;
 
+/*
+ * The source tables as PostgreSQL's catalog describes them, for sinks that
+ * need more than the stream carries: column types for a mapping, which
+ * columns the old row of an UPDATE/DELETE holds, which may be left out of an
+ * UPDATE (unchanged TOAST). The replication client reads it before streaming
+ * starts (again after every reconnect) and hands it to SinkOps.prepare.
+ */
+typedef struct CatalogColumn {
+    char *name;
+    char *type;          /* format_type(): "numeric(12,2)", "timestamp with time zone", "text[]" */
+    TypeClass type_class;
+    int numeric_scale;   /* numeric(p,s): s; -1 when unconstrained or not a numeric */
+    int pk_position;     /* 1-based position in the primary key; 0 when not a key column */
+    bool in_identity;    /* carried in the old row of UPDATE and DELETE */
+    bool toastable;      /* may be stored out of line: absent from an UPDATE that left it alone */
+    bool is_enum;
+} CatalogColumn;
+
+typedef struct CatalogTable {
+    char *schema;
+    char *table;
+    char replica_identity; /* 'd' default (primary key), 'f' full, 'i' index, 'n' nothing */
+    CatalogColumn *cols;   /* in attnum order */
+    size_t n_cols;
+} CatalogTable;
+
+typedef struct Catalog {
+    CatalogTable *tables; /* in [source] tables order */
+    size_t n_tables;
+} Catalog;
+
+/* The table schema.table, or NULL. */
+const CatalogTable *catalog_find(const Catalog *catalog, Str schema, Str table);
+
+/* A column of t by name, or NULL. */
+const CatalogColumn *catalog_column(const CatalogTable *t, const char *name);
+
+/* Frees what the catalog holds (not the struct itself) and empties it. */
+void catalog_clear(Catalog *catalog);
+
 /* A snapshot of a sink's state for the status socket. */
 typedef struct SinkStatus {
     const char *state;    /* "ok", "retrying", "backpressure", "failed" (static string) */
@@ -105,6 +145,15 @@ typedef struct SinkOps {
 
     /* Releases everything. Does not flush: call flush() and wait first. */
     void (*close)(void *self);
+
+    /* Optional (NULL: nothing to check) ------------------------------------ */
+
+    /* Called with the catalog of the source tables before streaming starts,
+     * and again after every reconnect (the tables may have changed). A false
+     * return stops pgfan: ERR_CONFIG for what the operator must fix (exit 2,
+     * e.g. a replica identity that cannot carry a needed column), ERR_FATAL
+     * otherwise. */
+    bool (*prepare)(void *self, const Catalog *catalog, PfError *err);
 } SinkOps;
 
 /* Finds a sink implementation by name; NULL when there is none. */

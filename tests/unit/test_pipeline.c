@@ -20,6 +20,9 @@ typedef struct RecSink {
     bool fail_submit;
     bool fail_poll;
     bool flushed;
+    bool refuse_catalog;      /* prepare fails with ERR_CONFIG */
+    size_t catalog_tables;    /* tables seen by the last prepare */
+    size_t n_prepares;
 } RecSink;
 
 static bool rec_submit(void *self, const Change *c, PfError *err)
@@ -72,8 +75,29 @@ static void rec_close(void *self)
     (void)self;
 }
 
-static const SinkOps rec_ops = {"rec", NULL, rec_submit, rec_durable, rec_can_accept,
-                                rec_poll, rec_flush, rec_status, rec_close};
+static bool rec_prepare(void *self, const Catalog *catalog, PfError *err)
+{
+    RecSink *s = self;
+
+    s->n_prepares++;
+    s->catalog_tables = catalog->n_tables;
+    if (s->refuse_catalog) {
+        err_set(err, ERR_CONFIG, "table public.orders needs REPLICA IDENTITY FULL");
+        return false;
+    }
+    return true;
+}
+
+static const SinkOps rec_ops = {.name = "rec", .submit = rec_submit, .durable_lsn = rec_durable,
+                                .can_accept = rec_can_accept, .poll = rec_poll,
+                                .flush = rec_flush, .status = rec_status, .close = rec_close,
+                                .prepare = rec_prepare};
+
+/* Like rec_ops without a catalog check. */
+static const SinkOps plain_ops = {.name = "plain", .submit = rec_submit,
+                                  .durable_lsn = rec_durable, .can_accept = rec_can_accept,
+                                  .poll = rec_poll, .flush = rec_flush, .status = rec_status,
+                                  .close = rec_close};
 
 static Change begin_at(Lsn end, TimeUs commit_time)
 {
@@ -338,6 +362,35 @@ START_TEST(test_ring_growth_keeps_order)
 }
 END_TEST
 
+/* The catalog reaches every sink with a prepare callback; the first refusal
+ * stops the others and names the sink. */
+START_TEST(test_prepare_reaches_sinks_that_check)
+{
+    Pipeline *p = pipeline_new(100);
+    RecSink plain = {0}, a = {0}, b = {0};
+    CatalogTable tables[2] = {{.schema = (char *)"public", .table = (char *)"orders"},
+                              {.schema = (char *)"public", .table = (char *)"stores"}};
+    Catalog catalog = {.tables = tables, .n_tables = 2};
+    PfError err;
+
+    pipeline_add_sink(p, &plain_ops, &plain);
+    pipeline_add_sink(p, &rec_ops, &a);
+    pipeline_add_sink(p, &rec_ops, &b);
+    ck_assert(pipeline_prepare(p, &catalog, &err));
+    ck_assert_uint_eq(a.n_prepares, 1);
+    ck_assert_uint_eq(a.catalog_tables, 2);
+    ck_assert_uint_eq(b.n_prepares, 1);
+    ck_assert_uint_eq(plain.n_prepares, 0);
+
+    a.refuse_catalog = true;
+    ck_assert(!pipeline_prepare(p, &catalog, &err));
+    ck_assert_int_eq(err.kind, ERR_CONFIG);
+    ck_assert_str_eq(err.msg, "sink=rec: table public.orders needs REPLICA IDENTITY FULL");
+    ck_assert_uint_eq(b.n_prepares, 1);
+    pipeline_free(p);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
     Suite *s = suite_create("pipeline");
@@ -351,6 +404,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, test_stream_errors);
     tcase_add_test(tc, test_lag);
     tcase_add_test(tc, test_ring_growth_keeps_order);
+    tcase_add_test(tc, test_prepare_reaches_sinks_that_check);
     suite_add_tcase(s, tc);
     return s;
 }
