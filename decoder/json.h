@@ -1,8 +1,9 @@
 /*
  * json.h - JSON layer of the wal2json decoder: tokens, validation, strings.
  *
- * Internal to decoder/: only the decoder's own .c files include it; code
- * outside decoder/ goes through wal2json.h.
+ * The decoder's JSON layer; besides the decoder's own .c files only the
+ * Elasticsearch sink's bulk-response reader (sinks/es_response.c) uses it.
+ * Everything else goes through wal2json.h.
  *
  * json_parse() tokenizes one message with jsmn, then checks what jsmn lets
  * through (separators, literals, one top-level object and nothing after it),

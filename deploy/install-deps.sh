@@ -11,7 +11,7 @@ PACKAGES=(
     build-essential pkg-config meson ninja-build
     libpq-dev postgresql-15 postgresql-15-wal2json postgresql-client-15
     check libjsmn-dev
-    librdkafka-dev kcat libcurl4-openssl-dev libssl-dev libsystemd-dev
+    librdkafka-dev kcat libcurl4-openssl-dev zlib1g-dev libssl-dev libsystemd-dev
     systemd python3-yaml groff-base    # tests/deploy: systemd-analyze, manifests, man page
     clang libclang-rt-14-dev valgrind
     prometheus                         # tests/integration: promtool check metrics

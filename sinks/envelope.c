@@ -39,7 +39,7 @@ static bool needs_json_escape(const char *s, size_t len)
     return false;
 }
 
-static void append_value(Buf *out, const Column *col)
+void envelope_append_value(Buf *out, const Column *col)
 {
     const Value *v = &col->value;
     size_t mark;
@@ -98,7 +98,7 @@ static void append_member(Buf *out, bool first, Str name, const Column *col)
         buf_append_char(out, ',');
     buf_append_json_string(out, name.ptr, name.len);
     buf_append_char(out, ':');
-    append_value(out, col);
+    envelope_append_value(out, col);
 }
 
 /* {"col":value,...} in column order; absent columns stay absent. */

@@ -31,4 +31,11 @@ bool envelope_append(Buf *out, const Change *change, const SourceInfo *source, T
  * no primary key, the replica identity) as a JSON object, {"id":42}. */
 bool envelope_append_key(Buf *out, const Change *change);
 
+/*
+ * Appends one column value as the envelope writes it: numbers and booleans
+ * as bare tokens with their exact text, timestamps ISO-8601, bytea base64,
+ * everything else a JSON string, NULL as null.
+ */
+void envelope_append_value(Buf *out, const Column *col);
+
 #endif

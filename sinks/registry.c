@@ -12,11 +12,13 @@
 extern const SinkOps sink_file_ops;
 extern const SinkOps sink_kafka_ops;
 extern const SinkOps sink_webhook_ops;
+extern const SinkOps sink_elasticsearch_ops;
 
 static const SinkOps *const sink_table[] = {
     &sink_file_ops,
     &sink_kafka_ops,
     &sink_webhook_ops,
+    &sink_elasticsearch_ops,
 };
 
 #define N_SINKS (sizeof sink_table / sizeof sink_table[0])
