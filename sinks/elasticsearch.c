@@ -21,6 +21,11 @@
  * row, which REPLICA IDENTITY FULL makes complete (prepare() refuses tables
  * that could need it without FULL).
  *
+ * A TRUNCATE is a barrier: once every action before it is done, a
+ * _delete_by_query removes the table's documents whose pgfan.lsn is below
+ * the TRUNCATE's LSN (later ones stay), and nothing after it starts before
+ * that is done.
+ *
  * Start-up: the catalog (prepare) gives the column types; the ILM policy
  * and one index template per table are installed before the first bulk
  * request. Bulk requests are bounded by actions, bytes and linger time; up
@@ -63,12 +68,18 @@ typedef struct EsItem {
     size_t off, len;
 } EsItem;
 
+/*
+ * A bulk request, or a barrier: a TRUNCATE's _delete_by_query, which runs
+ * alone, after everything before it is done and before anything after it
+ * starts (items[0] is its one action: table, lsn, transaction).
+ */
 typedef struct Bulk {
     struct Bulk *next;
     Buf body;
     EsItem *items;
     size_t n_items, cap;
     TimeUs opened_at;
+    bool barrier;
 } Bulk;
 
 typedef struct EsSink EsSink;
@@ -262,6 +273,21 @@ static void add_action(EsSink *s, uint32_t table, bool is_delete, const Buf *ind
         seal_open(s);
 }
 
+/* A TRUNCATE: a barrier after everything queued (see Bulk). */
+static void add_barrier(EsSink *s, uint32_t table, Lsn lsn)
+{
+    Bulk *b = bulk_new(clock_mono_us());
+    EsItem item = {.table = table, .lsn = lsn};
+
+    seal_open(s);
+    b->barrier = true;
+    item.seq = txn_tracker_current(&s->txns);
+    txn_tracker_sent(&s->txns, item.seq);
+    bulk_add_item(b, &item);
+    queue_back(s, b);
+    s->events++;
+}
+
 /* A change pgfan cannot turn into a document goes to the dead letters. */
 static bool dead_letter_change(EsSink *s, const EsTable *t, const Change *c, const char *why)
 {
@@ -433,6 +459,58 @@ static bool start_request(EsSink *s, Slot *slot, const char *method, const char 
     return true;
 }
 
+static bool barrier_in_flight(const EsSink *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        if (s->slots[i].bulk && s->slots[i].bulk->barrier)
+            return true;
+    }
+    return false;
+}
+
+/* True when no bulk request is on the wire. */
+static bool bulks_idle(const EsSink *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        if (s->slots[i].kind != SLOT_IDLE)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Starts the barrier at the queue's head once nothing else is on the wire:
+ * deletes the table's documents written before the TRUNCATE (pgfan.lsn
+ * below its LSN); documents written after it stay. False when it has to
+ * wait (or the request could not start).
+ */
+static bool start_barrier(EsSink *s, Slot *slot)
+{
+    Bulk *b = s->ready_head;
+    const EsTable *t = &s->tables[b->items[0].table];
+    Buf path = BUF_INIT;
+    bool ok;
+
+    if (!bulks_idle(s))
+        return false;
+    s->ready_head = b->next;
+    if (!s->ready_head)
+        s->ready_tail = NULL;
+    b->next = NULL;
+    slot->kind = SLOT_BULK;
+    slot->bulk = b;
+    s->held_bytes -= b->body.len;
+    buf_reset(&b->body);
+    buf_printf(&b->body, "{\"query\":{\"range\":{\"" ES_META_FIELD ".lsn\":{\"lt\":%llu}}}}",
+               (unsigned long long)b->items[0].lsn);
+    s->held_bytes += b->body.len;
+    buf_printf(&path, "/%s%s%s/_delete_by_query?conflicts=proceed&refresh=true",
+               t->index_prefix, t->route_column ? "*" : "", t->route_column ? t->index_suffix : "");
+    ok = start_request(s, slot, "POST", path.data, b->body.data, b->body.len, s->json_headers);
+    buf_free(&path);
+    return ok;
+}
+
 static void start_bulks(EsSink *s, TimeUs now)
 {
     if (s->phase != PHASE_READY || now < s->pause_until)
@@ -443,7 +521,13 @@ static void start_bulks(EsSink *s, TimeUs now)
 
         if (slot->kind != SLOT_IDLE)
             continue;
+        if (barrier_in_flight(s))
+            return;
         b = s->ready_head;
+        if (b->barrier) {
+            start_barrier(s, slot);
+            return;
+        }
         s->ready_head = b->next;
         if (!s->ready_head)
             s->ready_tail = NULL;
@@ -527,6 +611,14 @@ static bool item_retryable(int status)
     return status == 0 || status == 408 || status == 429 || status >= 500;
 }
 
+/* "deleted":N of a _delete_by_query answer, -1 when absent. */
+static long long deleted_count(const Slot *slot)
+{
+    const char *p = strstr(slot->response.data, "\"deleted\":");
+
+    return p ? strtoll(p + 10, NULL, 10) : -1;
+}
+
 static void bulk_done(EsSink *s, Slot *slot, CURLcode result, long status, TimeUs now)
 {
     Bulk *b = slot->bulk;
@@ -542,6 +634,21 @@ static void bulk_done(EsSink *s, Slot *slot, CURLcode result, long status, TimeU
     }
     if (auth_refused(s, status, slot)) {
         queue_front(s, b);
+        return;
+    }
+    if (b->barrier && status == 200 && slot->response.data &&
+        strstr(slot->response.data, "\"failures\":[]")) {
+        log_info(LOG_COMPONENT, "TRUNCATE of %s applied: %lld documents deleted",
+                 s->tables[b->items[0].table].qualified, deleted_count(slot));
+        txn_tracker_acked(&s->txns, b->items[0].seq);
+        backoff_reset(&s->backoff);
+        bulk_free(s, b);
+        return;
+    }
+    if (b->barrier && (status == 200 || status == 408 || status == 429 || status >= 500)) {
+        snprintf(cause, sizeof cause, "HTTP %ld: %s", status, answer_text(slot, text, sizeof text));
+        queue_front(s, b);
+        pause_after_failure(s, now, "deleting the documents of a TRUNCATE", cause);
         return;
     }
     if (status == 200) {
@@ -1218,14 +1325,8 @@ static bool es_submit(void *self, const Change *c, PfError *err)
     case CHANGE_TRUNCATE: {
         int ti = find_table(s, c);
 
-        if (ti >= 0) {
-            s->errors++;
-            note_error(s, "TRUNCATE is not applied to Elasticsearch");
-            log_warning(LOG_COMPONENT, "TRUNCATE of %s is not applied to Elasticsearch: its "
-                                       "documents stay; delete them with curl -X POST "
-                                       "'%s/%s*/_delete_by_query' or recreate the indices",
-                        s->tables[ti].qualified, s->shown_url, s->tables[ti].index_prefix);
-        }
+        if (ti >= 0)
+            add_barrier(s, (uint32_t)ti, c->lsn);
         return true;
     }
     case CHANGE_MESSAGE:
