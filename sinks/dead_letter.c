@@ -15,9 +15,10 @@
 bool dead_letter_open(DeadLetter *dl, const char *path, const char *what, PfError *err)
 {
     dl->path = xstrdup(path);
+    dl->what = what;
     dl->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (dl->fd < 0) {
-        err_set(err, ERR_CONFIG, "could not open the %s dead-letter file \"%s\": %s", what, path,
+        err_set(err, ERR_CONFIG, "could not open %s dead-letter file \"%s\": %s", what, path,
                 strerror(errno));
         err_hint(err, "create its directory or make it writable for pgfan, or set dead_letter "
                       "to another path");
@@ -29,8 +30,8 @@ bool dead_letter_open(DeadLetter *dl, const char *path, const char *what, PfErro
 bool dead_letter_sync(DeadLetter *dl, PfError *err)
 {
     if (fsync(dl->fd) != 0)
-        return err_set(err, ERR_FATAL, "could not fsync dead-letter file \"%s\": %s", dl->path,
-                       strerror(errno));
+        return err_set(err, ERR_FATAL, "could not fsync %s dead-letter file \"%s\": %s",
+                       dl->what, dl->path, strerror(errno));
     return true;
 }
 
@@ -42,8 +43,8 @@ bool dead_letter_write(DeadLetter *dl, const char *data, size_t len, bool sync, 
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            err_set(err, ERR_FATAL, "could not write dead-letter file \"%s\": %s", dl->path,
-                    strerror(n < 0 ? errno : EIO));
+            err_set(err, ERR_FATAL, "could not write %s dead-letter file \"%s\": %s", dl->what,
+                    dl->path, strerror(n < 0 ? errno : EIO));
             err_hint(err, "the refused records are not confirmed: fix the disk and restart, "
                           "they are sent again");
             return false;

@@ -14,10 +14,12 @@
 
 typedef struct DeadLetter {
     char *path;
-    int fd; /* -1 when closed */
+    const char *what; /* the sink, for messages ("webhook"); borrowed */
+    int fd;           /* -1 when closed */
 } DeadLetter;
 
-/* Opens (creates, appends to) path; ERR_CONFIG naming the file on failure. */
+/* Opens (creates, appends to) path; what names the sink in every message
+ * (a string that outlives dl). ERR_CONFIG naming the file on failure. */
 bool dead_letter_open(DeadLetter *dl, const char *path, const char *what, PfError *err);
 
 /* Appends data (whole lines); with sync, fsyncs. ERR_FATAL on failure. */

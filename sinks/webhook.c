@@ -34,9 +34,9 @@
  * is). Batches span transactions; each batch records how many of its
  * events belong to which transaction.
  *
- * I/O is webhook_http.c: one libcurl multi handle driven by the daemon's
- * loop, one reused easy handle per lane; libcurl's timer only sets a
- * deadline that poll() returns and acts on.
+ * I/O is webhook_http.c: one reused easy handle per lane on the shared
+ * libcurl multi handle (http_multi.h) driven by the daemon's loop; libcurl's
+ * timer only sets a deadline that poll() returns and acts on.
  *
  * Memory: can_accept() is false once batch_size * max_in_flight * 4 events
  * or MAX_QUEUED_BYTES are queued.
@@ -47,12 +47,9 @@
 #include "../common/mem.h"
 #include "envelope.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #define LOG_COMPONENT "sink.webhook"
 
@@ -157,21 +154,6 @@ static void append_json_text(Buf *out, const char *text, size_t len)
     buf_append_json_string(out, text, len);
 }
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 bool webhook_dead_letter(Lane *lane, long status)
 {
     WebhookSink *s = lane->sink;
@@ -187,22 +169,17 @@ bool webhook_dead_letter(Lane *lane, long status)
     buf_append_str(&line, ",\"events\":");
     buf_append(&line, b->body.data, b->body.len);
     buf_append_str(&line, "}\n");
-    ok = write_all(s->dead_letter_fd, line.data, line.len);
-    if (!ok || fsync(s->dead_letter_fd) != 0) {
-        err_set(&err, ERR_FATAL, "could not write webhook dead-letter file \"%s\": %s",
-                s->dead_letter_path, strerror(errno ? errno : EIO));
-        err_hint(&err, "the refused batch is not confirmed: fix the disk and restart, it is "
-                       "sent again");
-        buf_free(&line);
+    ok = dead_letter_write(&s->dead_letter, line.data, line.len, true, &err);
+    buf_free(&line);
+    if (!ok) {
         webhook_fail(s, &err);
         return false;
     }
-    buf_free(&line);
     s->dead_letters++;
     log_warning(LOG_COMPONENT,
                 "%s refused a batch of %zu events with HTTP %ld; written to the dead-letter "
                 "file \"%s\"",
-                s->shown_url, b->n_events, status, s->dead_letter_path);
+                s->shown_url, b->n_events, status, s->dead_letter.path);
     return true;
 }
 
@@ -259,40 +236,19 @@ static void pump(WebhookSink *s, TimeUs now)
 
 static void webhook_close(void *self);
 
-static char *strip_userinfo(const char *url)
-{
-    const char *host = strstr(url, "://");
-    const char *at, *slash;
-    Buf b = BUF_INIT;
-
-    if (!host)
-        return xstrdup(url);
-    host += 3;
-    slash = host + strcspn(host, "/?#");
-    at = memchr(host, '@', (size_t)(slash - host));
-    if (!at)
-        return xstrdup(url);
-    buf_append(&b, url, (size_t)(host - url));
-    buf_append_str(&b, at + 1);
-    return b.data;
-}
-
 static bool url_is_http(const char *url)
 {
     return (strncasecmp(url, "http://", 7) == 0 && url[7]) ||
            (strncasecmp(url, "https://", 8) == 0 && url[8]);
 }
 
-static bool open_dead_letter(WebhookSink *s, PfError *err)
+static bool open_dead_letter(WebhookSink *s, const Config *cfg, PfError *err)
 {
-    int e;
+    const char *path =
+        cfg->webhook.dead_letter ? cfg->webhook.dead_letter : "webhook-dead-letter.ndjson";
 
-    s->dead_letter_fd = open(s->dead_letter_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (s->dead_letter_fd >= 0)
+    if (dead_letter_open(&s->dead_letter, path, "webhook", err))
         return true;
-    e = errno;
-    err_set(err, ERR_CONFIG, "could not open webhook dead-letter file \"%s\": %s",
-            s->dead_letter_path, strerror(e));
     err_hint(err, "set dead_letter in [sink.webhook] to a file pgfan may create and write");
     return false;
 }
@@ -309,7 +265,7 @@ static void *webhook_open(const SinkContext *ctx, PfError *err)
         return NULL;
     }
     if (!url_is_http(cfg->webhook.url)) {
-        char *shown = strip_userinfo(cfg->webhook.url);
+        char *shown = url_without_userinfo(cfg->webhook.url);
         err_set(err, ERR_CONFIG,
                 "could not open webhook sink: url \"%s\" is not http:// or https://", shown);
         err_hint(err, "write the full URL, e.g. https://hooks.example.com/pgfan");
@@ -321,18 +277,15 @@ static void *webhook_open(const SinkContext *ctx, PfError *err)
 
     s = xcalloc(1, sizeof *s);
     txn_tracker_init(&s->txns);
-    s->dead_letter_fd = -1;
+    s->dead_letter.fd = -1;
     s->url = xstrdup(cfg->webhook.url);
-    s->shown_url = strip_userinfo(s->url);
+    s->shown_url = url_without_userinfo(s->url);
     s->secret = cfg->webhook.secret ? xstrdup(cfg->webhook.secret) : NULL;
-    s->dead_letter_path =
-        xstrdup(cfg->webhook.dead_letter ? cfg->webhook.dead_letter : "webhook-dead-letter.ndjson");
     s->batch_size = batch_size;
     s->linger = cfg->webhook.batch_linger > 0 ? cfg->webhook.batch_linger : 0;
     s->max_events = batch_size * lanes * 4;
     s->source = ctx->source;
     s->loop = ctx->loop;
-    s->curl_timer = TIME_NEVER;
     s->n_lanes = lanes;
     s->lanes = xcalloc(lanes, sizeof *s->lanes);
     for (size_t i = 0; i < lanes; i++) {
@@ -345,7 +298,7 @@ static void *webhook_open(const SinkContext *ctx, PfError *err)
         webhook_close(s);
         return NULL;
     }
-    if (!open_dead_letter(s, err) || !webhook_http_open(s, cfg, err)) {
+    if (!open_dead_letter(s, cfg, err) || !webhook_http_open(s, cfg, err)) {
         webhook_close(s);
         return NULL;
     }
@@ -369,15 +322,13 @@ static void webhook_close(void *self)
         }
         buf_free(&lane->response);
     }
-    if (s->dead_letter_fd >= 0)
-        close(s->dead_letter_fd);
+    dead_letter_close(&s->dead_letter);
     buf_free(&s->scratch);
     free(s->lanes);
     txn_tracker_free(&s->txns);
     free(s->url);
     free(s->shown_url);
     free(s->secret);
-    free(s->dead_letter_path);
     free(s);
 }
 
@@ -505,7 +456,7 @@ static bool webhook_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError 
         *err = s->fatal;
         return false;
     }
-    deadline = s->curl_timer;
+    deadline = s->http.timer;
     for (size_t i = 0; i < s->n_lanes; i++) {
         const Lane *lane = &s->lanes[i];
         const Batch *b = lane->head;

@@ -1,15 +1,12 @@
 /*
- * webhook_http.c - the webhook sink's HTTP transport (libcurl multi).
+ * webhook_http.c - the webhook sink's HTTP transport.
  *
- * One multi handle for the sink's life (its connection cache gives
- * keep-alive) and one reused easy handle per lane. libcurl's sockets go into
- * the daemon's loop (CURLMOPT_SOCKETFUNCTION -> loop_watch); its timer
- * (CURLMOPT_TIMERFUNCTION) only records a deadline that the sink's poll()
- * returns and acts on, so libcurl is never re-entered from its own
- * callback. Finished transfers are collected after every
- * curl_multi_socket_action and classified: 2xx done; 4xx other than 408
- * and 429 dead-lettered; everything else (429, 408, 5xx, 1xx/3xx,
- * timeouts, connection errors) retried. TLS verification stays on.
+ * The sink's HttpMulti (http_multi.h: libcurl multi in the daemon's loop,
+ * keep-alive through its connection cache) and one reused easy handle per
+ * lane, whose CURLOPT_PRIVATE is the lane. Finished transfers are
+ * classified: 2xx done; 4xx other than 408 and 429 dead-lettered;
+ * everything else (429, 408, 5xx, 1xx/3xx, timeouts, connection errors)
+ * retried. TLS verification stays on.
  */
 #include "webhook_internal.h"
 
@@ -61,20 +58,6 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* Appends a header line; on failure (out of memory) frees the whole list. */
-static bool add_header(struct curl_slist **list, const char *line)
-{
-    struct curl_slist *n = curl_slist_append(*list, line);
-
-    if (!n) {
-        curl_slist_free_all(*list);
-        *list = NULL;
-        return false;
-    }
-    *list = n;
-    return true;
-}
-
 static void hex_hmac_sha256(const char *key, const char *data, size_t len, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -96,21 +79,19 @@ bool webhook_http_start(Lane *lane)
     struct curl_slist *h = NULL;
     char line[256], a[LSN_TEXT_SIZE], c[LSN_TEXT_SIZE], d[LSN_TEXT_SIZE];
     PfError err;
-    CURLMcode mc;
-
     bool ok = true;
 
     for (const struct curl_slist *p = s->base_headers; p && ok; p = p->next)
-        ok = add_header(&h, p->data);
+        ok = http_add_header(&h, p->data);
     snprintf(line, sizeof line, "Idempotency-Key: %s-%s-%s", lsn_format(b->first_commit, a),
              lsn_format(b->first_lsn, c), lsn_format(b->last_lsn, d));
-    ok = ok && add_header(&h, line);
+    ok = ok && http_add_header(&h, line);
     if (ok && s->secret) {
         char sig[65];
 
         hex_hmac_sha256(s->secret, b->body.data, b->body.len, sig);
         snprintf(line, sizeof line, "X-Pgfan-Signature: sha256=%s", sig);
-        ok = add_header(&h, line);
+        ok = http_add_header(&h, line);
     }
     if (!ok) {
         err_set(&err, ERR_FATAL, "could not build webhook request headers: out of memory");
@@ -124,9 +105,7 @@ bool webhook_http_start(Lane *lane)
     curl_easy_setopt(lane->easy, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(lane->easy, CURLOPT_POSTFIELDS, b->body.data);
     curl_easy_setopt(lane->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
-    mc = curl_multi_add_handle(s->multi, lane->easy);
-    if (mc != CURLM_OK) {
-        err_set(&err, ERR_FATAL, "could not start webhook request: %s", curl_multi_strerror(mc));
+    if (!http_multi_add(&s->http, lane->easy, &err)) {
         curl_slist_free_all(h);
         lane->req_headers = NULL;
         webhook_fail(s, &err);
@@ -137,16 +116,22 @@ bool webhook_http_start(Lane *lane)
     return true;
 }
 
-static void lane_finished(Lane *lane, CURLcode res, TimeUs now)
+/* HttpMulti's on_done: the lane's request finished (its easy handle is out
+ * of the multi already). Once the sink failed an answer changes nothing:
+ * the batch stays unconfirmed. */
+static void lane_finished(void *owner, void *private_, CURL *easy, CURLcode res)
 {
-    WebhookSink *s = lane->sink;
+    WebhookSink *s = owner;
+    Lane *lane = private_;
+    TimeUs now = clock_mono_us();
     long status = 0;
     char cause[384];
 
-    curl_multi_remove_handle(s->multi, lane->easy);
     curl_slist_free_all(lane->req_headers);
     lane->req_headers = NULL;
     lane->in_flight = false;
+    if (s->failed)
+        return;
 
     if (res != CURLE_OK) {
         snprintf(cause, sizeof cause, "%s",
@@ -154,7 +139,7 @@ static void lane_finished(Lane *lane, CURLcode res, TimeUs now)
         webhook_lane_retry(lane, now, cause);
         return;
     }
-    curl_easy_getinfo(lane->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 200 && status <= 299) {
         webhook_lane_done(lane);
         return;
@@ -169,88 +154,11 @@ static void lane_finished(Lane *lane, CURLcode res, TimeUs now)
     webhook_lane_retry(lane, now, cause);
 }
 
-static void collect_done(WebhookSink *s)
-{
-    CURLMsg *msg;
-    int left;
-    TimeUs now = clock_mono_us();
-
-    while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
-        Lane *lane = NULL;
-
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&lane);
-        if (lane)
-            lane_finished(lane, msg->data.result, now);
-    }
-}
-
-static void socket_action(WebhookSink *s, curl_socket_t fd, int flags)
-{
-    int running = 0;
-    CURLMcode mc = curl_multi_socket_action(s->multi, fd, flags, &running);
-
-    if (mc != CURLM_OK) {
-        PfError err;
-        err_set(&err, ERR_FATAL, "could not drive webhook requests: %s", curl_multi_strerror(mc));
-        webhook_fail(s, &err);
-        return;
-    }
-    collect_done(s);
-}
-
-/* Runs libcurl's due timeouts (a few rounds: one may arm the next at 0). */
 void webhook_http_run_timeouts(WebhookSink *s)
 {
-    for (int i = 0; i < 4 && !s->failed && s->curl_timer <= clock_mono_us(); i++) {
-        s->curl_timer = TIME_NEVER;
-        socket_action(s, CURL_SOCKET_TIMEOUT, 0);
-    }
-}
-
-static void on_fd(void *arg, int fd, unsigned events)
-{
-    WebhookSink *s = arg;
-    int flags = 0;
-
-    if (events & LOOP_READ)
-        flags |= CURL_CSELECT_IN;
-    if (events & LOOP_WRITE)
-        flags |= CURL_CSELECT_OUT;
-    if (events & LOOP_ERROR)
-        flags |= CURL_CSELECT_ERR;
-    if (!s->failed)
-        socket_action(s, fd, flags);
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    WebhookSink *s = userp;
-    unsigned events = 0;
-
-    (void)easy;
-    (void)socketp;
-    if (what == CURL_POLL_REMOVE) {
-        loop_unwatch(s->loop, fd);
-        return 0;
-    }
-    if (what & CURL_POLL_IN)
-        events |= LOOP_READ;
-    if (what & CURL_POLL_OUT)
-        events |= LOOP_WRITE;
-    return loop_watch(s->loop, fd, events, on_fd, s) ? 0 : -1;
-}
-
-/* Only records the deadline: calling libcurl from here would recurse. */
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    WebhookSink *s = userp;
-
-    (void)multi;
-    s->curl_timer =
-        timeout_ms < 0 ? TIME_NEVER : clock_mono_us() + (TimeUs)timeout_ms * USECS_PER_MSEC;
-    return 0;
+    http_multi_run_timeouts(&s->http);
+    if (s->http.failed)
+        webhook_fail(s, &s->http.error);
 }
 
 bool webhook_http_open(WebhookSink *s, const Config *cfg, PfError *err)
@@ -261,26 +169,18 @@ bool webhook_http_open(WebhookSink *s, const Config *cfg, PfError *err)
     Buf line = BUF_INIT;
     bool ok;
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return err_set(err, ERR_FATAL, "could not create webhook client: curl_global_init failed");
-    s->curl_ready = true;
-    s->multi = curl_multi_init();
-    if (!s->multi)
-        return err_set(err, ERR_FATAL, "could not create webhook client: curl_multi_init failed");
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)s->n_lanes + 1);
+    if (!http_multi_open(&s->http, s->loop, (long)s->n_lanes + 1, lane_finished, s, "webhook",
+                         err))
+        return false;
 
     /* Expect: no 100-continue round trip for big bodies. */
-    ok = add_header(&s->base_headers, "Content-Type: application/json") &&
-         add_header(&s->base_headers, "Expect:");
+    ok = http_add_header(&s->base_headers, "Content-Type: application/json") &&
+         http_add_header(&s->base_headers, "Expect:");
     for (size_t i = 0; ok && i < cfg->webhook.headers.n; i++) {
         buf_reset(&line);
         buf_printf(&line, "%s: %s", cfg->webhook.headers.items[i].key,
                    cfg->webhook.headers.items[i].value);
-        ok = add_header(&s->base_headers, line.data);
+        ok = http_add_header(&s->base_headers, line.data);
     }
     buf_free(&line);
     if (!ok)
@@ -323,7 +223,7 @@ void webhook_http_close(WebhookSink *s)
 
         if (lane->easy) {
             if (lane->in_flight)
-                curl_multi_remove_handle(s->multi, lane->easy);
+                http_multi_remove(&s->http, lane->easy);
             curl_easy_cleanup(lane->easy);
             lane->easy = NULL;
         }
@@ -331,12 +231,7 @@ void webhook_http_close(WebhookSink *s)
         lane->req_headers = NULL;
         lane->in_flight = false;
     }
-    if (s->multi)
-        curl_multi_cleanup(s->multi);
-    s->multi = NULL;
     curl_slist_free_all(s->base_headers);
     s->base_headers = NULL;
-    if (s->curl_ready)
-        curl_global_cleanup();
-    s->curl_ready = false;
+    http_multi_close(&s->http);
 }

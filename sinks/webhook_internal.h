@@ -3,11 +3,13 @@
  * else includes it.
  *
  * webhook.c       the sink: SinkOps, batching into lanes, the transaction
- *                 FIFO and durable position, retries scheduling, dead letters;
- * webhook_http.c  the libcurl transport: one multi handle driven by the
- *                 daemon's loop, one reused easy handle per lane, request
- *                 headers (Idempotency-Key, signature) and the outcome of
- *                 each request (2xx / retry / dead letter).
+ *                 FIFO and durable position, retries scheduling, dead letters
+ *                 (their file is a DeadLetter, dead_letter.h);
+ * webhook_http.c  the libcurl transport: one reused easy handle per lane on
+ *                 the shared multi handle (HttpMulti, http_multi.h, driven by
+ *                 the daemon's loop), request headers (Idempotency-Key,
+ *                 signature) and the outcome of each request (2xx / retry /
+ *                 dead letter).
  *
  * Every structure is owned by its WebhookSink; a Batch is freed when done.
  */
@@ -17,6 +19,8 @@
 #include "../common/backoff.h"
 #include "../common/buf.h"
 #include "../common/loop.h"
+#include "dead_letter.h"
+#include "http_multi.h"
 #include "sink.h"
 #include "txn_tracker.h"
 
@@ -68,17 +72,14 @@ struct WebhookSink {
     char *url;
     char *shown_url; /* url without user:password@, for logs and dead letters */
     char *secret;
-    char *dead_letter_path;
-    int dead_letter_fd;
+    DeadLetter dead_letter;
     size_t batch_size;
     TimeUs linger;
     size_t max_events;
     const SourceInfo *source;
     Loop *loop;
 
-    CURLM *multi;
-    bool curl_ready;   /* curl_global_init succeeded: close undoes it */
-    TimeUs curl_timer; /* libcurl's deadline, TIME_NEVER when disarmed */
+    HttpMulti http;
     struct curl_slist *base_headers;
     Lane *lanes;
     size_t n_lanes;
@@ -121,8 +122,8 @@ void webhook_fail(WebhookSink *s, const PfError *err);
 
 /* --- webhook_http.c --- */
 
-/* Creates the multi handle (socket and timer callbacks into s->loop), the
- * common headers and one easy handle per lane. */
+/* Opens s->http (its sockets and timer in s->loop), the common headers and
+ * one easy handle per lane. */
 bool webhook_http_open(WebhookSink *s, const Config *cfg, PfError *err);
 
 /* Releases every libcurl object; requests in flight are abandoned. */
@@ -131,7 +132,8 @@ void webhook_http_close(WebhookSink *s);
 /* Sends the lane's head batch (sealed). False: the sink failed. */
 bool webhook_http_start(Lane *lane);
 
-/* Runs libcurl's due timeouts and collects finished requests. */
+/* Runs libcurl's due timeouts and collects finished requests; fails the
+ * sink when the multi handle failed (also while the loop drove it). */
 void webhook_http_run_timeouts(WebhookSink *s);
 
 #endif
