@@ -4,12 +4,13 @@
 #   tests/fuzz/run.sh [--seconds N] [--jobs J] [TARGET ...]
 #
 # Targets: decoder (one wal2json message), config (a configuration file),
-# status (a status document as `pgfan status` reads it). Each is built with
+# status (a status document as `pgfan status` reads it), esbulk (an
+# Elasticsearch bulk answer as the Elasticsearch sink reads it). Each is built with
 # clang -fsanitize=fuzzer,address,undefined into build-fuzz/, replays the
 # inputs kept in tests/fuzz/regressions/TARGET/ (every crash found is added
 # there and becomes a regression test), then fuzzes for N seconds (default
 # 20) starting from seeds made of the golden files (tests/data/wal2json,
-# tests/data/config, deploy/pgfan.conf.example, tests/fuzz/seeds/status).
+# tests/data/config, deploy/pgfan.conf.example, tests/fuzz/seeds/{status,esbulk}).
 # A crash is copied to tests/fuzz/regressions/TARGET/ and fails the run.
 # The long run documented in the README: --seconds 3600.
 #
@@ -24,12 +25,12 @@ while (($# > 0)); do
     case "$1" in
     --seconds) SECONDS_EACH=$2; shift ;;
     -h | --help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    decoder | config | status) TARGETS+=("$1") ;;
+    decoder | config | status | esbulk) TARGETS+=("$1") ;;
     *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
-((${#TARGETS[@]})) || TARGETS=(decoder config status)
+((${#TARGETS[@]})) || TARGETS=(decoder config status esbulk)
 
 command -v clang >/dev/null || { echo "fuzz: clang is missing (deploy/install-deps.sh installs it)" >&2; exit 1; }
 OUT=$ROOT/build-fuzz
@@ -43,6 +44,7 @@ sources() {
     decoder) echo decoder/change.c decoder/json.c decoder/values.c decoder/wal2json.c ;;
     config) echo config/*.c ;;
     status) echo daemon/status_client.c ;;
+    esbulk) echo sinks/es_response.c decoder/json.c ;;
     esac
 }
 
@@ -59,6 +61,7 @@ seed() { # seed TARGET DIR
         done ;;
     config) cp tests/data/config/*.conf deploy/pgfan.conf.example "$dir/" ;;
     status) cp tests/fuzz/seeds/status/* "$dir/" ;;
+    esbulk) cp tests/fuzz/seeds/esbulk/* "$dir/" ;;
     esac
 }
 
