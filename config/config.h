@@ -76,6 +76,40 @@ typedef enum KafkaCompression {
     KAFKA_COMPRESSION_ZSTD,
 } KafkaCompression;
 
+/*
+ * [aggregate.NAME]: a GROUP BY over one source table that the aggregates
+ * sink keeps current (sinks/aggregates.c). Expressions are SQL text that
+ * PostgreSQL evaluates; config/aggregate.c splits and checks them.
+ */
+typedef enum AggMeasureKind {
+    AGG_MEASURE_COUNT_STAR = 0, /* count(*) */
+    AGG_MEASURE_COUNT,          /* count(expr): rows where expr is not NULL */
+    AGG_MEASURE_SUM,            /* sum(expr) */
+} AggMeasureKind;
+
+typedef struct AggGroupKey {
+    char *expr; /* SQL expression, whitespace-normalised */
+    char *name; /* output column (lower case identifier) */
+} AggGroupKey;
+
+typedef struct AggMeasure {
+    AggMeasureKind kind;
+    char *arg;  /* argument of count/sum; NULL for count(*) */
+    char *name; /* output column */
+} AggMeasure;
+
+typedef struct AggregateDef {
+    char *name;            /* NAME of [aggregate.NAME] = the table name */
+    TableName from;        /* one of [source] tables */
+    AggGroupKey *group_by;
+    size_t n_group_by;
+    AggMeasure *measures;
+    size_t n_measures;
+    char *where;           /* NULL: every row */
+    bool rebuild;          /* a changed definition may be recomputed */
+    int line;              /* line of the section header */
+} AggregateDef;
+
 typedef struct Config {
     char *path; /* the file it was loaded from */
 
@@ -91,6 +125,10 @@ typedef struct Config {
         TimeUs reconnect_max;     /* default 30 s */
         size_t max_inflight_txns; /* transactions received but not confirmed, default 100000 */
         TimeUs shutdown_timeout;  /* SIGTERM: time allowed to drain, default 60 s */
+        TimeUs slot_check_interval;     /* pg_replication_slots query period, 30 s; 0: off */
+        size_t slot_warn_safe_wal_size; /* warn below this safe_wal_size, default 1 GB */
+        TimeUs heartbeat_interval;      /* pg_logical_emit_message period, 10 s; 0: off */
+        char *heartbeat_prefix;         /* the heartbeat messages' prefix, "pgfan_heartbeat" */
     } source;
 
     struct {
@@ -99,7 +137,8 @@ typedef struct Config {
     } status;
 
     struct {
-        LogLevel level; /* default info */
+        LogLevel level;   /* default info */
+        LogFormat format; /* default text */
     } log;
 
     struct {
@@ -163,6 +202,17 @@ typedef struct Config {
         char *refresh_interval; /* template setting; NULL: Elasticsearch's default */
         size_t retention_days;  /* > 0: an ILM policy deleting indices after this many days */
     } elasticsearch;
+
+    struct {
+        bool enabled;
+        char *dsn;              /* target database; default: [source] dsn (secret) */
+        char *schema;           /* where the aggregate tables live, default "analytics" */
+        size_t batch_rows;      /* weighted rows per applied batch, default 20000 */
+        size_t batch_bytes;     /* COPY bytes per batch (memory bound), default 16 MB */
+        TimeUs batch_linger;    /* how long a partial batch waits, default 200 ms */
+        AggregateDef *defs;     /* the [aggregate.NAME] sections, in file order */
+        size_t n_defs;
+    } aggregates;
 } Config;
 
 /*
@@ -176,6 +226,29 @@ void config_free(Config *cfg);
 
 /* Whether [sink.NAME] is enabled (its section appeared, or it is the default). */
 bool config_sink_enabled(const Config *cfg, const char *sink);
+
+/*
+ * One option whose effective value differs between two configurations.
+ * old_text/new_text are the values as config_print shows them (secrets
+ * redacted: a changed password reads "*****" on both sides). reloadable:
+ * the option table marks it as one a running daemon applies on SIGHUP. A
+ * sink section enabled in one and not the other is reported with key
+ * "enabled" ("on"/"off"), never reloadable.
+ */
+typedef void (*ConfigChangeFn)(void *arg, const char *section, const char *key,
+                               const char *old_text, const char *new_text, bool reloadable);
+
+/*
+ * Calls fn for every difference between old_cfg and new_cfg, in the option
+ * table's order. Options of a sink section are compared only when it is
+ * enabled in both (otherwise its "enabled" line is the difference). An
+ * unset value reads "(unset)". Returns the number of differences.
+ * (config/compare.c)
+ */
+size_t config_compare(const Config *old_cfg, const Config *new_cfg, ConfigChangeFn fn, void *arg);
+
+/* Whether [section] key is marked reloadable in the option table (false when unknown). */
+bool config_option_reloadable(const char *section, const char *key);
 
 /*
  * Prints the effective configuration as INI, every option with its value

@@ -6,7 +6,8 @@
  *            and the example-config writer;
  * validate.c problem collection, "did you mean" suggestions, range checks,
  *            the per-option validators and the [source] tables parser;
- * parse.c    the INI reader, environment overrides and config_load().
+ * parse.c    the INI reader, environment overrides and config_load();
+ * compare.c  config_compare(): what changed between two configs (reload).
  *
  * Everything here works on borrowed table rows (static storage); OptValue
  * and Problems own what they hold until their *_free function.
@@ -68,6 +69,7 @@ struct OptDef {
     const char *example;      /* value shown in the example config when def is NULL */
     bool required;
     bool optional;   /* no default: unset leaves the field NULL/0 (e.g. a secret) */
+    bool reloadable; /* a running daemon applies a new value on SIGHUP (see config_compare) */
     OptSecret secret;
     int64_t min, max;           /* numeric types: inclusive range (bytes, microseconds) */
     const char *unit;           /* duration/size: unit of a bare number ("s", "ms", "B") */

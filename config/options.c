@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include "../common/mem.h"
+#include "agg_loader.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -34,6 +35,8 @@
 static const char *const snapshot_choices[] = {"never", "initial", NULL};
 /* Index = LogLevel value (log_level_name() spells them the same way). */
 static const char *const log_level_choices[] = {"debug", "info", "warning", "error", NULL};
+/* Index = LogFormat value (log_format_name() spells them the same way). */
+static const char *const log_format_choices[] = {"text", "json", NULL};
 
 static bool set_snapshot(Config *cfg, const OptValue *v, OptCheck *why)
 {
@@ -56,6 +59,40 @@ static bool set_log_level(Config *cfg, const OptValue *v, OptCheck *why)
 static void print_log_level(const Config *cfg, Buf *out)
 {
     buf_append_str(out, log_level_name(cfg->log.level));
+}
+
+static bool set_log_format(Config *cfg, const OptValue *v, OptCheck *why)
+{
+    (void)why;
+    return log_format_parse(log_format_choices[v->choice], &cfg->log.format);
+}
+
+static void print_log_format(const Config *cfg, Buf *out)
+{
+    buf_append_str(out, log_format_name(cfg->log.format));
+}
+
+/*
+ * [source] heartbeat_prefix: it may be named in wal2json's comma-separated
+ * add-msg-prefixes and is matched byte for byte, so no commas, no spaces.
+ */
+static bool validate_heartbeat_prefix(const OptValue *v, OptCheck *why)
+{
+    size_t len = strlen(v->str);
+
+    for (const char *p = v->str; *p; p++) {
+        if (!isalnum((unsigned char)*p) && !strchr("_-.:/", *p)) {
+            snprintf(why->why, sizeof why->why,
+                     "a prefix has only letters, digits and _ - . : / (found '%c')", *p);
+            snprintf(why->hint, sizeof why->hint, "write for example pgfan_heartbeat");
+            return false;
+        }
+    }
+    if (len > 64) {
+        snprintf(why->why, sizeof why->why, "a prefix has at most 64 characters, not %zu", len);
+        return false;
+    }
+    return true;
 }
 
 /* Index = KafkaCompression value = librdkafka's compression.codec name. */
@@ -311,6 +348,19 @@ const SectionDef config_sections[] = {
              "change's LSN make replays harmless; pgfan installs an index template per table.",
      .is_sink = true,
      .enabled_offset = offsetof(Config, elasticsearch.enabled)},
+    {.name = "sink.aggregates",
+     .desc = "Aggregates sink: the [aggregate.NAME] sections below become tables in a\n"
+             "PostgreSQL schema, kept equal to their GROUP BY over the source table at every\n"
+             "confirmed position (exactly once). Source tables need REPLICA IDENTITY FULL.\n"
+             "An aggregate is declared in its own section (from the file only):\n"
+             "  [aggregate.gmv_daily]\n"
+             "  from     = public.orders\n"
+             "  group_by = (created_at AT TIME ZONE 'UTC')::date AS day, store_id, currency\n"
+             "  measures = count(*) AS orders, sum(total_amount) AS gmv\n"
+             "  where    = status NOT IN ('cancelled')   ; optional\n"
+             "  rebuild  = no   ; yes: recompute it after its definition changed",
+     .is_sink = true,
+     .enabled_offset = offsetof(Config, aggregates.enabled)},
 };
 const size_t config_n_sections = sizeof config_sections / sizeof config_sections[0];
 
@@ -352,6 +402,25 @@ const OptDef config_options[] = {
      .min = 1 * US_S, .max = 1 * US_H, .unit = "s",
      .offset = offsetof(Config, source.shutdown_timeout),
      .desc = "on SIGTERM, time allowed for sinks to drain"},
+    {.section = "source", .key = "slot_check_interval", .type = OPT_DURATION, .def = "30s",
+     .min = 0, .max = 1 * US_H, .unit = "s", .reloadable = true,
+     .offset = offsetof(Config, source.slot_check_interval),
+     .desc = "how often the slot's wal_status, safe_wal_size and retained WAL are read from\n"
+             "pg_replication_slots (on a normal connection); 0: never"},
+    {.section = "source", .key = "slot_warn_safe_wal_size", .type = OPT_SIZE, .def = "1GB",
+     .min = 0, .max = 1024 * GB, .unit = "B", .reloadable = true,
+     .offset = offsetof(Config, source.slot_warn_safe_wal_size),
+     .desc = "warn when the slot's safe_wal_size (WAL left before max_slot_wal_keep_size\n"
+             "invalidates it) is below this; 0: warn only once wal_status is unreserved"},
+    {.section = "source", .key = "heartbeat_interval", .type = OPT_DURATION, .def = "10s",
+     .min = 0, .max = 1 * US_H, .unit = "s", .reloadable = true,
+     .offset = offsetof(Config, source.heartbeat_interval),
+     .desc = "how often a non-transactional pg_logical_emit_message() heartbeat is written, so\n"
+             "an idle database's slot advances and lag_seconds is measured; 0: never"},
+    {.section = "source", .key = "heartbeat_prefix", .type = OPT_STRING,
+     .def = "pgfan_heartbeat", .offset = offsetof(Config, source.heartbeat_prefix),
+     .validate = validate_heartbeat_prefix,
+     .desc = "prefix of the heartbeat messages (sinks do not output them)"},
 
     {.section = "status", .key = "socket", .type = OPT_STRING, .def = "/run/pgfan/status.sock",
      .offset = offsetof(Config, status.socket),
@@ -364,7 +433,13 @@ const OptDef config_options[] = {
 
     {.section = "log", .key = "level", .type = OPT_ENUM, .def = "info",
      .choices = log_level_choices, .set = set_log_level, .print = print_log_level,
+     .reloadable = true,
      .desc = "lowest level logged"},
+    {.section = "log", .key = "format", .type = OPT_ENUM, .def = "text",
+     .choices = log_format_choices, .set = set_log_format, .print = print_log_format,
+     .reloadable = true,
+     .desc = "text: one line per message; json: one JSON object per line (ts, level,\n"
+             "component, msg, error, hint). Under systemd's journal, lines carry <N> priorities"},
 
     {.section = "sink.file", .key = "path", .type = OPT_STRING, .def = "changes.ndjson",
      .offset = offsetof(Config, file.path),
@@ -538,6 +613,25 @@ const OptDef config_options[] = {
     {.section = "sink.elasticsearch", .key = "retention_days", .type = OPT_INT, .def = "0",
      .min = 0, .max = 36500, .offset = offsetof(Config, elasticsearch.retention_days),
      .desc = "> 0: an ILM policy deletes each index this many days after its date; 0: never"},
+
+    {.section = "sink.aggregates", .key = "dsn", .type = OPT_STRING, .default_from = "dsn",
+     .default_from_section = "source", .secret = SECRET_CONNINFO,
+     .offset = offsetof(Config, aggregates.dsn),
+     .desc = "database the aggregate tables are written to; it must be the one [source]\n"
+             "decodes (the history is computed from the source tables there)"},
+    {.section = "sink.aggregates", .key = "schema", .type = OPT_STRING, .def = "analytics",
+     .offset = offsetof(Config, aggregates.schema), .validate = agg_validate_schema,
+     .desc = "schema of the aggregate tables and of pgfan_state/pgfan_aggregates, created\n"
+             "when missing; keep it out of [source] tables"},
+    {.section = "sink.aggregates", .key = "batch_rows", .type = OPT_INT, .def = "20000",
+     .min = 1, .max = 10000000, .offset = offsetof(Config, aggregates.batch_rows),
+     .desc = "weighted rows (an update is two) applied per PostgreSQL transaction"},
+    {.section = "sink.aggregates", .key = "batch_bytes", .type = OPT_SIZE, .def = "16MB",
+     .min = 64 * KB, .max = 1 * GB, .unit = "B", .offset = offsetof(Config, aggregates.batch_bytes),
+     .desc = "COPY bytes per batch; at most two batches are held (memory bound)"},
+    {.section = "sink.aggregates", .key = "batch_linger", .type = OPT_DURATION, .def = "200ms",
+     .min = 0, .max = 60 * US_S, .unit = "ms", .offset = offsetof(Config, aggregates.batch_linger),
+     .desc = "how long a batch that is not full waits for more rows"},
 };
 const size_t config_n_options = sizeof config_options / sizeof config_options[0];
 
@@ -1069,6 +1163,7 @@ void config_print(const Config *cfg, FILE *out)
             buf_append_char(&b, '\n');
         }
     }
+    agg_print_defs(cfg, &b);
     fwrite(b.data, 1, b.len, out);
     buf_free(&b);
 }
@@ -1264,6 +1359,8 @@ void config_write_example(FILE *out)
             for (const char *p = def->desc; *p; p++)
                 buf_append_str(&b, *p == '\n' ? "\n; " : (char[2]){*p, '\0'});
             append_limits(def, &b);
+            if (def->reloadable)
+                buf_append_str(&b, " (reloaded on SIGHUP)");
             buf_append_char(&b, '\n');
             if (def->type == OPT_MAP) {
                 buf_printf(&b, ";%s.%s\n", def->key, def->example);

@@ -29,6 +29,7 @@
 #include "internal.h"
 
 #include "../common/mem.h"
+#include "agg_loader.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -62,6 +63,7 @@ typedef struct Loader {
     Problems problems;
     Setting *settings;  /* one per config_options row */
     bool *section_seen; /* one per config_sections row */
+    AggLoader aggs;     /* [aggregate.NAME] sections (agg_loader.h) */
 } Loader;
 
 /* ---- small text helpers ---- */
@@ -129,6 +131,8 @@ static void append_known_sections(Buf *b, bool sinks)
         buf_printf(b, "%s%s", first ? "" : ", ", sinks ? sec->name + 5 : sec->name);
         first = false;
     }
+    if (!sinks)
+        buf_append_str(b, ", " AGG_SECTION_PREFIX "<name>");
 }
 
 /* ---- the file ---- */
@@ -251,6 +255,13 @@ static void parse_line(Loader *ld, char *line, int lineno, const SectionDef **se
             buf_free(&b);
         }
         p = trim(p + 1);
+        agg_loader_leave(&ld->aggs);
+        if (agg_loader_is_section(p)) {
+            agg_loader_section(&ld->aggs, &ld->problems, p, lineno);
+            *section = NULL;
+            *in_unknown = false;
+            return;
+        }
         *section = config_find_section(p);
         *in_unknown = *section == NULL;
         if (*section)
@@ -278,6 +289,10 @@ static void parse_line(Loader *ld, char *line, int lineno, const SectionDef **se
     }
     if (*in_unknown)
         return;
+    if (agg_loader_in_section(&ld->aggs)) {
+        agg_loader_key(&ld->aggs, &ld->problems, key, value, lineno);
+        return;
+    }
     if (*section == NULL) {
         problems_add(&ld->problems, &at, NULL,
                      "key \"%s\" is outside any section; put it under a header such as "
@@ -712,6 +727,7 @@ bool config_load(const char *path, Config **out, PfError *err)
     } else {
         read_env(&ld);
         resolve_all(&ld, cfg);
+        agg_loader_finish(&ld.aggs, &ld.problems, cfg);
         fine = problems_report(&ld.problems, err);
     }
 
@@ -729,6 +745,7 @@ bool config_load(const char *path, Config **out, PfError *err)
     }
     free(ld.settings);
     free(ld.section_seen);
+    agg_loader_free(&ld.aggs);
     problems_free(&ld.problems);
     if (!fine) {
         config_free(cfg);
@@ -755,6 +772,7 @@ void config_free(Config *cfg)
         free(cfg->source.tables[i].table);
     }
     free(cfg->source.tables);
+    agg_defs_free(cfg);
     free(cfg->path);
     free(cfg);
 }

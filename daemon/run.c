@@ -11,7 +11,9 @@
 #include "metrics.h"
 #include "notify.h"
 #include "pipeline.h"
+#include "reload.h"
 #include "replication.h"
+#include "slot_monitor.h"
 #include "status.h"
 
 #include <dirent.h>
@@ -39,7 +41,9 @@ typedef enum Phase {
 } Phase;
 
 typedef struct Daemon {
-    const Config *cfg;
+    const Config *cfg; /* as started: modules keep pointers into it, it never changes */
+    Reloader reload;   /* SIGHUP: the reloaded configurations and their outcome */
+    SlotMonitor *monitor;
     Loop *loop;
     SourceInfo source;
     Pipeline *pipeline;
@@ -85,7 +89,20 @@ static void begin_shutdown(Daemon *d)
     notify_status("stopping: draining the sinks");
     d->phase = PHASE_DRAINING;
     d->drain_deadline = clock_mono_us() + d->cfg->source.shutdown_timeout;
+    slot_monitor_stop(d->monitor);
     repl_stop_reading(d->repl);
+}
+
+/* The reloadable settings of cfg, handed to the modules that use them. */
+static void apply_settings(void *arg, const Config *cfg)
+{
+    Daemon *d = arg;
+    SlotMonitorSettings set;
+
+    log_set_level(cfg->log.level);
+    log_set_format(cfg->log.format);
+    slot_monitor_settings_from(cfg, &set);
+    slot_monitor_apply(d->monitor, &set);
 }
 
 static void on_signal(void *arg, int fd, unsigned events)
@@ -96,7 +113,8 @@ static void on_signal(void *arg, int fd, unsigned events)
     (void)events;
     while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
-            log_info(COMPONENT, "SIGHUP ignored: configuration reload is not supported yet");
+            if (d->phase == PHASE_RUNNING)
+                reload_run(&d->reload, apply_settings, d);
             continue;
         }
         d->signals_seen++;
@@ -139,6 +157,19 @@ static void append_lsn_field(Buf *b, const char *name, Lsn lsn)
     buf_printf(b, "\"%s\":\"%s\",", name, lsn_format(lsn, text));
 }
 
+/*
+ * Lag in time: the age of the oldest transaction not yet durable everywhere,
+ * or the heartbeat's round trip when larger (which also sees WAL pgfan has
+ * not read yet).
+ */
+static TimeUs current_lag_us(const Daemon *d, TimeUs now_wall)
+{
+    TimeUs lag = pipeline_lag_us(d->pipeline, now_wall);
+    TimeUs hb = slot_monitor_heartbeat_lag_us(d->monitor, now_wall);
+
+    return hb > lag ? hb : lag;
+}
+
 /* The status document (see daemon/status_client.c for the reader). */
 static void render_status(void *arg, Buf *out)
 {
@@ -166,11 +197,16 @@ static void render_status(void *arg, Buf *out)
     append_lsn_field(out, "server_wal_end", wal_end);
     buf_printf(out, "\"lag_bytes\":%llu,\"lag_seconds\":%.3f,\"inflight_transactions\":%zu,",
                (unsigned long long)(wal_end > confirmed ? wal_end - confirmed : 0),
-               (double)pipeline_lag_us(d->pipeline, now_wall) / USECS_PER_SEC,
+               (double)current_lag_us(d, now_wall) / USECS_PER_SEC,
                pipeline_inflight(d->pipeline));
     buf_printf(out, "\"uptime_seconds\":%.1f,\"last_error\":",
                (double)(clock_mono_us() - d->started_mono) / USECS_PER_SEC);
     buf_append_json_string(out, err ? err->msg : "", err ? strlen(err->msg) : 0);
+    buf_printf(out, ",\"log_level\":\"%s\",\"log_format\":\"%s\",",
+               log_level_name(log_get_level()), log_format_name(log_get_format()));
+    slot_monitor_render_json(d->monitor, out, now_wall);
+    buf_append_char(out, ',');
+    reload_render_json(&d->reload, out);
     buf_append_str(out, ",\"sinks\":[");
     for (size_t i = 0; i < pipeline_sink_count(d->pipeline); i++) {
         SinkStatus st;
@@ -289,9 +325,10 @@ static void render_metrics(void *arg, Buf *out)
           "Bytes of WAL between the server's WAL end and the confirmed position.",
           wal_end > confirmed ? wal_end - confirmed : 0);
     metrics_append_header(out, "pgfan_replication_lag_seconds", "gauge",
-                          "Age of the oldest transaction not yet durable in every sink (0 when none).");
+                          "Age of the oldest transaction not yet durable in every sink, or the "
+                          "heartbeat round trip when larger (0 when neither).");
     buf_printf(out, "pgfan_replication_lag_seconds %.3f\n",
-               (double)pipeline_lag_us(d->pipeline, clock_wall_us()) / USECS_PER_SEC);
+               (double)current_lag_us(d, clock_wall_us()) / USECS_PER_SEC);
     gauge(out, "pgfan_received_lsn_bytes", "Highest WAL position received, as a byte position.",
           repl_received_lsn(d->repl));
     gauge(out, "pgfan_confirmed_lsn_bytes",
@@ -334,6 +371,7 @@ static void render_metrics(void *arg, Buf *out)
                 "Events or batches the sink moved to its dead letter file.", st[i].dead_letters);
 #undef SINK_FAMILY
     free(st);
+    slot_monitor_render_metrics(d->monitor, out, clock_wall_us());
     render_process(out, uptime_s);
 }
 
@@ -365,7 +403,7 @@ static TimeUs tell_systemd(Daemon *d, TimeUs now)
 
         snprintf(text, sizeof text, "%s: confirmed %s, lag %.1f s, %zu transactions in flight",
                  repl_state_name(st), lsn_format(repl_sent_flush_lsn(d->repl), lsn),
-                 (double)pipeline_lag_us(d->pipeline, clock_wall_us()) / USECS_PER_SEC,
+                 (double)current_lag_us(d, clock_wall_us()) / USECS_PER_SEC,
                  pipeline_inflight(d->pipeline));
         notify_status(text);
         d->status_next = now + USECS_PER_SEC;
@@ -379,6 +417,22 @@ static TimeUs tell_systemd(Daemon *d, TimeUs now)
         }
         if (d->watchdog_next < next)
             next = d->watchdog_next;
+    }
+    return next;
+}
+
+/* Slot checks and heartbeats (daemon/slot_monitor.c); a lost slot stops the daemon. */
+static TimeUs monitor_slot(Daemon *d, TimeUs now)
+{
+    const PfError *fatal;
+    TimeUs next;
+
+    slot_monitor_note_confirmed(d->monitor, repl_sent_flush_lsn(d->repl), clock_wall_us());
+    next = slot_monitor_poll(d->monitor, now, repl_state(d->repl) == REPL_STREAMING);
+    fatal = slot_monitor_fatal(d->monitor);
+    if (fatal) {
+        stop_with(d, fatal);
+        return now;
     }
     return next;
 }
@@ -403,6 +457,11 @@ static TimeUs daemon_hook(void *arg, TimeUs now)
     repl_next = tell_systemd(d, now);
     if (repl_next < next)
         next = repl_next;
+    repl_next = monitor_slot(d, now);
+    if (repl_next < next)
+        next = repl_next;
+    if (d->phase == PHASE_DONE)
+        return now;
 
     if (repl_state(d->repl) == REPL_FAILED) {
         const PfError *re = repl_error(d->repl);
@@ -480,6 +539,8 @@ static bool open_sinks(Daemon *d, PfError *err)
 
 static void cleanup(Daemon *d)
 {
+    slot_monitor_free(d->monitor);
+    reload_free(&d->reload);
     metrics_server_free(d->metrics);
     status_server_free(d->status);
     repl_free(d->repl);
@@ -505,7 +566,10 @@ int daemon_run(const Config *cfg)
     d.started_mono = clock_mono_us();
     snprintf(d.source.slot, sizeof d.source.slot, "%s", cfg->source.slot);
     snprintf(d.source.name, sizeof d.source.name, "%s", cfg->source.name);
+    reload_init(&d.reload, cfg);
+    log_detect_journal();
     log_set_level(cfg->log.level);
+    log_set_format(cfg->log.format);
 
     d.loop = loop_new();
     if (!d.loop) {
@@ -514,6 +578,11 @@ int daemon_run(const Config *cfg)
     }
     d.pipeline = pipeline_new(cfg->source.max_inflight_txns);
     d.repl = repl_new(cfg, d.loop, d.pipeline, &d.source);
+    {
+        SlotMonitorSettings set;
+        slot_monitor_settings_from(cfg, &set);
+        d.monitor = slot_monitor_new(cfg, d.loop, &set);
+    }
 
     if (!setup_signals(&d, &err) || !open_sinks(&d, &err)) {
         log_error_value(COMPONENT, &err);

@@ -616,6 +616,45 @@ static void render_sinks(const Doc *d, int root, Buf *out)
     buf_free(&text);
 }
 
+/* A byte count with its unit, or "-" when null or missing. */
+static void bytes_field(const Doc *d, int obj, const char *key, Buf *out)
+{
+    size_t before = out->len;
+
+    field(d, obj, key, out);
+    if (strcmp(out->data + before, "-") != 0)
+        buf_append_str(out, " bytes");
+}
+
+/* The slot monitor's line(s), when the daemon sends them (slot_health, heartbeat). */
+static void render_slot_health(const Doc *d, Buf *out)
+{
+    int slot = obj_get(d, 0, "slot_health");
+    int hb = obj_get(d, 0, "heartbeat");
+    Buf warning = BUF_INIT;
+
+    if (slot < 0 || d->tok[slot].type != JSMN_OBJECT)
+        return;
+    buf_append_str(out, "slot wal_status ");
+    field(d, slot, "wal_status", out);
+    buf_append_str(out, "  safe_wal_size ");
+    bytes_field(d, slot, "safe_wal_size", out);
+    buf_append_str(out, "  retained ");
+    bytes_field(d, slot, "retained_bytes", out);
+    buf_append_str(out, "  monitor ");
+    field(d, slot, "monitor", out);
+    if (hb >= 0 && d->tok[hb].type == JSMN_OBJECT) {
+        buf_append_str(out, "  heartbeat lag ");
+        field(d, hb, "lag_seconds", out);
+        buf_append_str(out, " s");
+    }
+    buf_append_char(out, '\n');
+    field(d, slot, "warning", &warning);
+    if (strcmp(warning.data, "-") != 0)
+        buf_printf(out, "slot warning: %s\n", warning.data);
+    buf_free(&warning);
+}
+
 static void render_table(const Doc *d, Buf *out)
 {
     Buf last = BUF_INIT;
@@ -647,6 +686,7 @@ static void render_table(const Doc *d, Buf *out)
     buf_append_str(out, " transactions   up ");
     format_uptime(d, 0, out);
     buf_append_char(out, '\n');
+    render_slot_health(d, out);
 
     field(d, 0, "last_error", &last);
     if (strcmp(last.data, "-") != 0)
@@ -686,6 +726,31 @@ static double num_field(const Doc *d, int obj, const char *key, double fallback)
     return *end == '\0' ? v : fallback;
 }
 
+/*
+ * --check: a slot whose wal_status is unreserved (the next checkpoint may
+ * invalidate it) or lost is unhealthy; appends the verdict line's text.
+ */
+static bool slot_unhealthy(const Doc *d, Buf *out)
+{
+    int slot = obj_get(d, 0, "slot_health");
+    Buf status = BUF_INIT, why = BUF_INIT;
+    bool bad;
+
+    if (slot < 0 || d->tok[slot].type != JSMN_OBJECT)
+        return false;
+    field(d, slot, "wal_status", &status);
+    bad = strcmp(status.data, "unreserved") == 0 || strcmp(status.data, "lost") == 0;
+    if (bad) {
+        field(d, slot, "warning", &why);
+        buf_printf(out, "UNHEALTHY: slot wal_status is %s", status.data);
+        if (strcmp(why.data, "-") != 0)
+            buf_printf(out, ": %s", why.data);
+    }
+    buf_free(&status);
+    buf_free(&why);
+    return bad;
+}
+
 /* The health verdict of `pgfan status --check`: one line into out. */
 static int check_document(const Doc *d, const StatusCheck *check, Buf *out)
 {
@@ -703,6 +768,8 @@ static int check_document(const Doc *d, const StatusCheck *check, Buf *out)
             buf_printf(out, ": %s", detail.data);
         goto done;
     }
+    if (slot_unhealthy(d, out))
+        goto done;
     if (sinks >= 0 && d->tok[sinks].type == JSMN_ARRAY) {
         int i = sinks + 1;
         for (int k = 0; k < d->tok[sinks].size; k++) {

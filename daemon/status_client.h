@@ -31,7 +31,8 @@
 
 /*
  * `pgfan status --check`: the daemon is healthy when its state is
- * "streaming", no sink is "failed", and the lag is within the limits given
+ * "streaming", the slot's wal_status (slot_health, when sent) is neither
+ * "unreserved" nor "lost", no sink is "failed", and the lag is within the limits given
  * (a negative limit is no limit). One line is printed: "OK: ..." or
  * "UNHEALTHY: <reason>".
  */

@@ -94,6 +94,7 @@ typedef struct Slot {
     Bulk *bulk;
     Buf response;
     Buf gz;
+    TimeUs started_at;
     char errbuf[CURL_ERROR_SIZE];
 } Slot;
 
@@ -455,6 +456,7 @@ static bool start_request(EsSink *s, Slot *slot, const char *method, const char 
         fail(s, &err);
         return false;
     }
+    slot->started_at = clock_mono_us();
     s->bytes += len;
     return true;
 }
@@ -624,6 +626,11 @@ static void bulk_done(EsSink *s, Slot *slot, CURLcode result, long status, TimeU
     Bulk *b = slot->bulk;
     char cause[512], text[512];
 
+    log_debug(LOG_COMPONENT, "%s of %zu action%s (%zu bytes) answered in %.1f ms: %s %ld",
+              b->barrier ? "_delete_by_query" : "bulk request", b->n_items,
+              b->n_items == 1 ? "" : "s", b->body.len,
+              (double)(now - slot->started_at) / USECS_PER_MSEC,
+              result == CURLE_OK ? "HTTP" : curl_easy_strerror(result), status);
     slot->bulk = NULL;
     slot->kind = SLOT_IDLE;
     if (result != CURLE_OK) {

@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+extern const SinkOps sink_aggregates_ops;
 extern const SinkOps sink_file_ops;
 extern const SinkOps sink_kafka_ops;
 extern const SinkOps sink_webhook_ops;
@@ -19,6 +20,7 @@ static const SinkOps *const sink_table[] = {
     &sink_kafka_ops,
     &sink_webhook_ops,
     &sink_elasticsearch_ops,
+    &sink_aggregates_ops,
 };
 
 #define N_SINKS (sizeof sink_table / sizeof sink_table[0])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_file.sh - pgfan's file sink against pg_recvlogical on the same WAL.
 #
-#   tests/bench/bench_file.sh [-n N] [--seed S] [--sink file|kafka] [--results FILE] [--no-append] [-k]
+#   tests/bench/bench_file.sh [-n N] [--seed S] [--sink file|kafka|elasticsearch] [--results FILE] [--no-append] [-k]
 #
 # Not part of the pass/fail suite. Method (reference/baseline.md section 4):
 #  1. a throwaway PostgreSQL 15 (tests/harness/pg.sh) tuned for the run:
@@ -25,6 +25,10 @@
 #     last ~5 MiB per partition, which is fine: nothing reads it back). The
 #     changes are counted from pgfan's status (sink events), not a file.
 #     BENCH_KAFKA_LINGER=50ms sets the sink's linger (default 5ms).
+#     --sink elasticsearch: the Elasticsearch sink against the test server
+#     (tests/es_server/es_server.py, a Python process of its own, daily
+#     indices by created_at); its CPU time is reported, to show whether it
+#     was the bottleneck.
 # Each client's CPU (user+sys) and peak RSS come from /usr/bin/time -v; its
 # walsender's CPU is sampled from /proc. pgfan's wall time ends when the
 # server has its confirmation (what its contract is about), so it includes
@@ -45,7 +49,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-PGFAN=$ROOT/build/daemon/pgfan
+PGFAN=${PGFAN_BENCH_BIN:-$ROOT/build/daemon/pgfan}
 PGSH=$ROOT/tests/harness/pg.sh
 
 N=1000000
@@ -61,7 +65,8 @@ usage: tests/bench/bench_file.sh [-n N] [--seed S] [--results FILE] [--no-append
 
   -n N            row changes in the workload (default $N)
   --seed S        workload seed, -1..1 (default $SEED)
-  --sink S        pgfan's sink: file (default) or kafka (a mock broker process)
+  --sink S        pgfan's sink: file (default), kafka (a mock broker process) or
+                  elasticsearch (the test server, a Python process)
   --results FILE  append the results there (default docs/bench/results.md)
   --no-append     print the table only
   -k, --keep      keep the run directory (outputs, logs) and do not stop PostgreSQL
@@ -86,7 +91,8 @@ while (($#)); do
         shift
         ;;
     --sink)
-        [[ $# -ge 2 && ( "$2" == file || "$2" == kafka ) ]] || die "--sink needs file or kafka"
+        [[ $# -ge 2 && ( "$2" == file || "$2" == kafka || "$2" == elasticsearch ) ]] ||
+            die "--sink needs file, kafka or elasticsearch"
         SINK=$2
         shift
         ;;
@@ -348,6 +354,19 @@ if [[ "$SINK" == kafka ]]; then
     printf '[sink.kafka]\nbrokers = %s\ntopic_prefix = bench\nlinger = %s\n' \
         "$(cat "$RUN/bootstrap")" "${BENCH_KAFKA_LINGER:-5ms}" >>"$RUN/pgfan.conf"
     : >"$RUN/pgfan.ndjson" # no file output: record() reads its size
+elif [[ "$SINK" == elasticsearch ]]; then
+    python3 "$ROOT/tests/es_server/es_server.py" --port 0 --port-file "$RUN/es.port" \
+        2>"$RUN/es.log" &
+    BROKER_PID=$!
+    for _ in $(seq 100); do
+        [[ -s "$RUN/es.port" ]] && break
+        sleep 0.1
+    done
+    [[ -s "$RUN/es.port" ]] || die "the Elasticsearch test server did not start (log: $RUN/es.log)"
+    printf '[sink.elasticsearch]\nurl = http://127.0.0.1:%s\nindex.public.orders = orders-{created_at:%%Y.%%m.%%d}\nreplicas = 0\ndead_letter = %s\n' \
+        "$(cat "$RUN/es.port")" "$RUN/es-dead.ndjson" >>"$RUN/pgfan.conf"
+    ES_TICKS0=$(awk '{ print $14 + $15 }' "/proc/$BROKER_PID/stat")
+    : >"$RUN/pgfan.ndjson"
 else
     printf '[sink.file]\npath = %s\nfsync_interval = 100ms\n' "$RUN/pgfan.ndjson" >>"$RUN/pgfan.conf"
 fi
@@ -405,16 +424,17 @@ TIME_PID=""
 CLIENT_PID=""
 ((rc == 0)) || { tail -n 20 "$RUN/pgfan.log" >&2; die "pgfan exited with status $rc after SIGTERM (expected 0)"; }
 record pgfan "$RUN/pgfan.time" "$(fsub "$t1" "$t0")" "$RUN/pgfan.ndjson"
-if [[ "$SINK" == kafka ]]; then
+if [[ "$SINK" != file ]]; then
     LAST_WRITE_S=n/a # no file: delivery is what the confirmation waits for
 else
     LAST_WRITE_S=$(fsub "$(stat -c %.9Y "$RUN/pgfan.ndjson")" "$t0")
 fi
-if [[ "$SINK" == kafka ]]; then
-    # The status has the sink's accepted row events and delivered key+value
-    # bytes (deletes also produce a tombstone record).
-    events=$(sed -n 's/.*"name":"kafka"[^}]*"events":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
-    R[pgfan.bytes]=$(sed -n 's/.*"name":"kafka"[^}]*"bytes":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
+if [[ "$SINK" != file ]]; then
+    # The status has the sink's accepted row events and delivered bytes
+    # (Kafka: deletes also produce a tombstone record; Elasticsearch: bulk
+    # request bodies).
+    events=$(sed -n 's/.*"name":"'"$SINK"'"[^}]*"events":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
+    R[pgfan.bytes]=$(sed -n 's/.*"name":"'"$SINK"'"[^}]*"bytes":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
     R[pgfan.lines]=${events:-0}
     if [[ "${events:-0}" == "$N" ]]; then
         R[pgfan.ins]=$N_INS R[pgfan.upd]=$N_UPD R[pgfan.del]=$N_DEL
@@ -425,6 +445,13 @@ else
     R[pgfan.ins]=$(grep -c '"op":"c"' "$RUN/pgfan.ndjson" || true)
     R[pgfan.upd]=$(grep -c '"op":"u"' "$RUN/pgfan.ndjson" || true)
     R[pgfan.del]=$(grep -c '"op":"d"' "$RUN/pgfan.ndjson" || true)
+fi
+ES_NOTE=""
+if [[ "$SINK" == elasticsearch ]]; then
+    es_cpu=$(awk -v t0="$ES_TICKS0" -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15 - t0) / hz }' \
+        "/proc/$BROKER_PID/stat")
+    ES_NOTE="The Elasticsearch test server (one Python process) used ${es_cpu}s of CPU during pgfan's ${R[pgfan.wall]}s drain."
+    log "$ES_NOTE"
 fi
 log "pgfan: ${R[pgfan.wall]}s to confirmation (last event written at +${LAST_WRITE_S}s), ${R[pgfan.lines]} lines"
 
@@ -464,7 +491,7 @@ REPORT=$(
 Machine: $MACHINE; PostgreSQL $PG_VERSION; pgfan $COMMIT ($BUILD_INFO).
 Workload: bench_workload($N, $SEED): $N_INS inserts, $N_UPD updates, $N_DEL deletes on orders,
 ${WORKLOAD_S}s to generate; $WAL_BYTES bytes of WAL. pgfan's wall time ends at the slot's
-confirmed_flush_lsn >= ENDPOS (last event written at +${LAST_WRITE_S}s).
+confirmed_flush_lsn >= ENDPOS (last event written at +${LAST_WRITE_S}s). $ES_NOTE
 
 $TABLE
 EOF

@@ -1,13 +1,18 @@
-/* test_common.c - LSN text form, buffers, JSON escaping, errors, backoff, clock. */
+/* test_common.c - LSN text form, buffers, JSON escaping, errors, backoff, clock, log lines. */
 #include "../../common/backoff.h"
 #include "../../common/buf.h"
 #include "../../common/clock.h"
 #include "../../common/error.h"
+#include "../../common/log.h"
 #include "../../common/lsn.h"
 
 #include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static bool parse(const char *text, Lsn *out)
 {
@@ -155,6 +160,214 @@ START_TEST(test_clock)
 }
 END_TEST
 
+/* ---- log lines: text, JSON, journal priorities ---- */
+
+/* 2025-11-20T10:00:00.123Z */
+#define LOG_TS INT64_C(1763632800123456)
+
+static void log_reset(void)
+{
+    log_set_level(LOG_LEVEL_INFO);
+    log_set_format(LOG_FORMAT_TEXT);
+    log_set_journal(false);
+}
+
+START_TEST(test_log_text_line)
+{
+    Buf b = BUF_INIT;
+    PfError err;
+
+    log_reset();
+    log_format_line(&b, LOG_LEVEL_INFO, "replication", "streaming from slot \"pgfan\"", NULL,
+                    LOG_TS);
+    ck_assert_str_eq(b.data,
+                     "2025-11-20T10:00:00.123Z INFO replication: streaming from slot \"pgfan\"\n");
+    buf_reset(&b);
+    err_set(&err, ERR_RETRY, "could not connect to PostgreSQL: refused");
+    err_hint(&err, "start the server");
+    log_format_line(&b, LOG_LEVEL_WARNING, "slot-monitor", err.msg, &err, LOG_TS);
+    ck_assert_str_eq(b.data, "2025-11-20T10:00:00.123Z WARNING slot-monitor: could not connect to "
+                             "PostgreSQL: refused\n"
+                             "2025-11-20T10:00:00.123Z WARNING slot-monitor: HINT: start the server\n");
+    buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_log_json_line)
+{
+    Buf b = BUF_INIT;
+    PfError err;
+
+    log_reset();
+    log_set_format(LOG_FORMAT_JSON);
+    log_format_line(&b, LOG_LEVEL_DEBUG, "pgfan", "a \"quoted\"\tword\n", NULL, LOG_TS);
+    ck_assert_str_eq(b.data, "{\"ts\":\"2025-11-20T10:00:00.123Z\",\"level\":\"debug\","
+                             "\"component\":\"pgfan\",\"msg\":\"a \\\"quoted\\\"\\tword\\n\"}\n");
+    buf_reset(&b);
+    err_set(&err, ERR_FATAL, "could not keep streaming");
+    err_hint(&err, "drop the slot");
+    log_format_line(&b, LOG_LEVEL_ERROR, "slot-monitor", err.msg, &err, LOG_TS);
+    ck_assert_str_eq(b.data, "{\"ts\":\"2025-11-20T10:00:00.123Z\",\"level\":\"error\","
+                             "\"component\":\"slot-monitor\",\"msg\":\"could not keep streaming\","
+                             "\"error\":\"fatal\",\"hint\":\"drop the slot\"}\n");
+    buf_free(&b);
+    log_reset();
+}
+END_TEST
+
+START_TEST(test_log_journal_priorities)
+{
+    Buf b = BUF_INIT;
+    PfError err;
+
+    log_reset();
+    log_set_journal(true);
+    ck_assert_int_eq(log_syslog_priority(LOG_LEVEL_ERROR), 3);
+    ck_assert_int_eq(log_syslog_priority(LOG_LEVEL_WARNING), 4);
+    ck_assert_int_eq(log_syslog_priority(LOG_LEVEL_INFO), 6);
+    ck_assert_int_eq(log_syslog_priority(LOG_LEVEL_DEBUG), 7);
+    log_format_line(&b, LOG_LEVEL_INFO, "pgfan", "ready", NULL, LOG_TS);
+    ck_assert_str_eq(b.data, "<6>2025-11-20T10:00:00.123Z INFO pgfan: ready\n");
+    buf_reset(&b);
+    err_set(&err, ERR_CONFIG, "bad");
+    err_hint(&err, "fix it");
+    log_format_line(&b, LOG_LEVEL_ERROR, "pgfan", err.msg, &err, LOG_TS);
+    ck_assert_str_eq(b.data, "<3>2025-11-20T10:00:00.123Z ERROR pgfan: bad\n"
+                             "<3>2025-11-20T10:00:00.123Z ERROR pgfan: HINT: fix it\n");
+    buf_reset(&b);
+    log_set_format(LOG_FORMAT_JSON);
+    log_format_line(&b, LOG_LEVEL_WARNING, "pgfan", "slow", NULL, LOG_TS);
+    ck_assert_str_eq(b.data, "<4>{\"ts\":\"2025-11-20T10:00:00.123Z\",\"level\":\"warning\","
+                             "\"component\":\"pgfan\",\"msg\":\"slow\"}\n");
+    buf_free(&b);
+    log_reset();
+}
+END_TEST
+
+START_TEST(test_log_names)
+{
+    LogFormat f = LOG_FORMAT_TEXT;
+    LogLevel l = LOG_LEVEL_INFO;
+
+    ck_assert(log_format_parse("json", &f));
+    ck_assert_int_eq(f, LOG_FORMAT_JSON);
+    ck_assert_str_eq(log_format_name(f), "json");
+    ck_assert(log_format_parse("text", &f));
+    ck_assert_int_eq(f, LOG_FORMAT_TEXT);
+    ck_assert(!log_format_parse("JSON ", &f));
+    ck_assert(!log_format_parse("", &f));
+    ck_assert_int_eq(f, LOG_FORMAT_TEXT);
+    ck_assert(log_level_parse("warning", &l));
+    ck_assert_int_eq(l, LOG_LEVEL_WARNING);
+    ck_assert(!log_level_parse("warn", &l));
+}
+END_TEST
+
+/* Points stderr at a new file; returns the saved stderr. */
+static int stderr_to(const char *path)
+{
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    return saved;
+}
+
+static void stderr_back(int saved)
+{
+    ck_assert_int_eq(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    Buf b = BUF_INIT;
+    char chunk[512];
+    size_t n;
+
+    ck_assert_ptr_nonnull(f);
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&b, chunk, n);
+    fclose(f);
+    return b.data ? b.data : strdup("");
+}
+
+START_TEST(test_log_writes_stderr_and_filters)
+{
+    char path[] = "/tmp/pgfan-log-XXXXXX";
+    int fd = mkstemp(path);
+    int saved;
+    char *text;
+    PfError err;
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    log_reset();
+    saved = stderr_to(path);
+    log_set_level(LOG_LEVEL_WARNING);
+    log_info("pgfan", "hidden %d", 1);
+    log_warning("pgfan", "shown %d", 2);
+    err_set(&err, ERR_RETRY, "retry me");
+    log_error_value("sink", &err); /* ERR_RETRY logs at warning */
+    log_set_format(LOG_FORMAT_JSON);
+    log_error("pgfan", "as json");
+    stderr_back(saved);
+    text = slurp(path);
+    ck_assert_ptr_null(strstr(text, "hidden"));
+    ck_assert_ptr_nonnull(strstr(text, " WARNING pgfan: shown 2\n"));
+    ck_assert_ptr_nonnull(strstr(text, " WARNING sink: retry me\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\"level\":\"error\",\"component\":\"pgfan\",\"msg\":\"as json\"}\n"));
+    free(text);
+    unlink(path);
+    log_reset();
+}
+END_TEST
+
+START_TEST(test_log_detect_journal)
+{
+    char path[] = "/tmp/pgfan-log-XXXXXX";
+    int fd = mkstemp(path);
+    int saved;
+    struct stat st;
+    char env[64];
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    log_reset();
+    saved = stderr_to(path);
+    ck_assert_int_eq(fstat(STDERR_FILENO, &st), 0);
+    unsetenv("JOURNAL_STREAM");
+    ck_assert(!log_detect_journal());
+    snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", env, 1);
+    ck_assert(log_detect_journal());
+    ck_assert(log_get_journal());
+    log_info("pgfan", "to the journal");
+    /* Another inode: stderr was redirected away from the journal (e.g. 2>file). */
+    snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", env, 1);
+    ck_assert(!log_detect_journal());
+    setenv("JOURNAL_STREAM", "garbage", 1);
+    ck_assert(!log_detect_journal());
+    stderr_back(saved);
+    unsetenv("JOURNAL_STREAM");
+    {
+        char *text = slurp(path);
+        ck_assert_msg(strncmp(text, "<6>", 3) == 0 && strstr(text, " INFO pgfan: to the journal\n"),
+                      "got: %s", text);
+        free(text);
+    }
+    unlink(path);
+    log_reset();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("common");
@@ -171,6 +384,12 @@ int main(void)
     tcase_add_test(misc, test_error_values);
     tcase_add_test(misc, test_backoff_bounds);
     tcase_add_test(misc, test_clock);
+    tcase_add_test(misc, test_log_text_line);
+    tcase_add_test(misc, test_log_json_line);
+    tcase_add_test(misc, test_log_journal_priorities);
+    tcase_add_test(misc, test_log_names);
+    tcase_add_test(misc, test_log_writes_stderr_and_filters);
+    tcase_add_test(misc, test_log_detect_journal);
     suite_add_tcase(s, lsn);
     suite_add_tcase(s, buf);
     suite_add_tcase(s, misc);

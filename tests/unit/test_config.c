@@ -229,9 +229,10 @@ START_TEST(test_bad_file_reports_everything)
         "bad.conf:8: duplicate key \"tables\" in [source] (first set on line 7); keep "
         "only one\n"
         "bad.conf:10: unknown section [sorce]; did you mean [source]? known sections: "
-        "source, status, log, sink.file, sink.kafka, sink.webhook, sink.elasticsearch\n"
+        "source, status, log, sink.file, sink.kafka, sink.webhook, sink.elasticsearch, "
+        "sink.aggregates, aggregate.<name>\n"
         "bad.conf:13: unknown sink [sink.fiel]; did you mean [sink.file]? known sinks: "
-        "file, kafka, webhook, elasticsearch";
+        "file, kafka, webhook, elasticsearch, aggregates";
     PfError err;
     Config *cfg = NULL;
     char *cwd = getcwd(NULL, 0);
@@ -549,16 +550,18 @@ START_TEST(test_unknown_section_and_sink)
 {
     expect_error(MINIMAL "[sorce]\nslot = x\n",
                  "pgfan.conf:4: unknown section [sorce]; did you mean [source]? known sections: "
-                 "source, status, log, sink.file, sink.kafka, sink.webhook, sink.elasticsearch");
+                 "source, status, log, sink.file, sink.kafka, sink.webhook, sink.elasticsearch, "
+                 "sink.aggregates, aggregate.<name>");
     expect_error(MINIMAL "[metrics]\n",
                  "pgfan.conf:4: unknown section [metrics]; known sections: source, status, log, "
-                 "sink.file, sink.kafka, sink.webhook, sink.elasticsearch");
+                 "sink.file, sink.kafka, sink.webhook, sink.elasticsearch, sink.aggregates, "
+                 "aggregate.<name>");
     expect_error(MINIMAL "[sink.redis]\nurl = x\n",
                  "pgfan.conf:4: unknown sink [sink.redis]; known sinks: file, kafka, "
-                 "webhook, elasticsearch");
+                 "webhook, elasticsearch, aggregates");
     expect_error(MINIMAL "[sink.flie]\n",
                  "pgfan.conf:4: unknown sink [sink.flie]; did you mean [sink.file]? known sinks: "
-                 "file, kafka, webhook, elasticsearch");
+                 "file, kafka, webhook, elasticsearch, aggregates");
 }
 END_TEST
 
@@ -946,9 +949,13 @@ START_TEST(test_print)
                                        "reconnect_max = 10min\n"
                                        "max_inflight_transactions = 100000\n"
                                        "shutdown_timeout = 60s\n"
+                                       "slot_check_interval = 30s\n"
+                                       "slot_warn_safe_wal_size = 1GB\n"
+                                       "heartbeat_interval = 10s\n"
+                                       "heartbeat_prefix = pgfan_heartbeat\n"
                                        "\n[status]\nsocket = /run/pgfan/status.sock\n"
                                        "; metrics_listen is not set\n"
-                                       "\n[log]\nlevel = info\n"
+                                       "\n[log]\nlevel = info\nformat = text\n"
                                        "\n[sink.file]\npath = changes.ndjson\n"
                                        "fsync_interval = 100ms\nmax_buffer = 64kB\n"));
     config_free(cfg);
@@ -1366,6 +1373,120 @@ START_TEST(test_webhook_env)
 }
 END_TEST
 
+/* ---- operations: slot checks, heartbeats, log format, reload ---- */
+
+START_TEST(test_ops_defaults)
+{
+    Config *cfg = load_ok(MINIMAL);
+
+    ck_assert_int_eq(cfg->source.slot_check_interval, 30 * USECS_PER_SEC);
+    ck_assert_uint_eq(cfg->source.slot_warn_safe_wal_size, 1024u * 1024 * 1024);
+    ck_assert_int_eq(cfg->source.heartbeat_interval, 10 * USECS_PER_SEC);
+    ck_assert_str_eq(cfg->source.heartbeat_prefix, "pgfan_heartbeat");
+    ck_assert_int_eq(cfg->log.format, LOG_FORMAT_TEXT);
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_ops_values)
+{
+    Config *cfg = load_ok(MINIMAL "slot_check_interval = 0\nslot_warn_safe_wal_size = 512MB\n"
+                                  "heartbeat_interval = 250ms\nheartbeat_prefix = shop.hb-1\n"
+                                  "[log]\nformat = JSON\n");
+
+    ck_assert_int_eq(cfg->source.slot_check_interval, 0);
+    ck_assert_uint_eq(cfg->source.slot_warn_safe_wal_size, 512u * 1024 * 1024);
+    ck_assert_int_eq(cfg->source.heartbeat_interval, 250 * USECS_PER_MSEC);
+    ck_assert_str_eq(cfg->source.heartbeat_prefix, "shop.hb-1");
+    ck_assert_int_eq(cfg->log.format, LOG_FORMAT_JSON);
+    config_free(cfg);
+    setenv("PGFAN_LOG_FORMAT", "text", 1);
+    setenv("PGFAN_SOURCE_HEARTBEAT_INTERVAL", "0", 1);
+    cfg = load_ok(MINIMAL "[log]\nformat = json\n");
+    ck_assert_int_eq(cfg->log.format, LOG_FORMAT_TEXT);
+    ck_assert_int_eq(cfg->source.heartbeat_interval, 0);
+    config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_ops_errors)
+{
+    PfError err;
+    char *msg;
+
+    expect_error(MINIMAL "heartbeat_interval = 2h\n",
+                 "pgfan.conf:4: heartbeat_interval in [source] must be between 0s and 1h (got 2h)");
+    expect_error(MINIMAL "slot_check_interval = -1s\n",
+                 "pgfan.conf:4: invalid value \"-1s\" for slot_check_interval in [source]: "
+                 "expected a duration such as 500ms, 10s or 1min");
+    expect_error(MINIMAL "slot_warn_safe_wal_size = 2048GB\n",
+                 "pgfan.conf:4: slot_warn_safe_wal_size in [source] must be between 0B and "
+                 "1024GB (got 2048GB)");
+    expect_error(MINIMAL "[log]\nformat = xml\n",
+                 "pgfan.conf:5: invalid value \"xml\" for format in [log]: expected one of: text, "
+                 "json");
+    msg = load_fail(MINIMAL "heartbeat_prefix = a,b\n", &err);
+    ck_assert_str_eq(msg, "pgfan.conf:4: invalid value \"a,b\" for heartbeat_prefix in [source]: "
+                          "a prefix has only letters, digits and _ - . : / (found ',')");
+    ck_assert_str_eq(err.hint, "write for example pgfan_heartbeat");
+    free(msg);
+    msg = load_fail(MINIMAL "heartbeat_prefix = "
+                            "x123456789x123456789x123456789x123456789x123456789x123456789x1234\n",
+                    &err);
+    ck_assert_ptr_nonnull(strstr(msg, "a prefix has at most 64 characters, not 65"));
+    free(msg);
+}
+END_TEST
+
+static void collect_change(void *arg, const char *section, const char *key, const char *old_text,
+                           const char *new_text, bool reloadable)
+{
+    buf_printf(arg, "[%s] %s: %s -> %s%s\n", section, key, old_text, new_text,
+               reloadable ? " (reload)" : "");
+}
+
+START_TEST(test_compare)
+{
+    Config *a = load_ok("[source]\ndsn = host=h dbname=shop password=one\ntables = orders\n"
+                        "heartbeat_interval = 5s\n[log]\nlevel = info\n[sink.file]\npath = a\n");
+    Config *b = load_ok("[source]\ndsn = host=h dbname=shop password=two\ntables = orders, items\n"
+                        "heartbeat_interval = 1s\n[log]\nlevel = debug\nformat = json\n"
+                        "[sink.file]\npath = a\n"
+                        "[sink.webhook]\nurl = https://hooks.example.com/x\n");
+    Buf got = BUF_INIT;
+
+    ck_assert_uint_eq(config_compare(a, a, collect_change, &got), 0);
+    ck_assert_ptr_null(got.data);
+    ck_assert_uint_eq(config_compare(a, b, collect_change, &got), 6);
+    /* a new password is a change even though both sides print as ***** */
+    ck_assert_str_eq(got.data,
+                     "[source] dsn: host=h dbname=shop password=***** -> host=h dbname=shop "
+                     "password=*****\n"
+                     "[source] tables: public.orders -> public.orders, public.items\n"
+                     "[source] heartbeat_interval: 5s -> 1s (reload)\n"
+                     "[log] level: info -> debug (reload)\n"
+                     "[log] format: text -> json (reload)\n"
+                     "[sink.webhook] enabled: off -> on\n");
+    buf_free(&got);
+    config_free(a);
+    config_free(b);
+}
+END_TEST
+
+START_TEST(test_reloadable_options)
+{
+    ck_assert(config_option_reloadable("log", "level"));
+    ck_assert(config_option_reloadable("log", "format"));
+    ck_assert(config_option_reloadable("source", "heartbeat_interval"));
+    ck_assert(config_option_reloadable("source", "slot_check_interval"));
+    ck_assert(config_option_reloadable("source", "slot_warn_safe_wal_size"));
+    ck_assert(!config_option_reloadable("source", "dsn"));
+    ck_assert(!config_option_reloadable("source", "heartbeat_prefix"));
+    ck_assert(!config_option_reloadable("sink.file", "path"));
+    ck_assert(!config_option_reloadable("source", "nosuchkey"));
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1452,6 +1573,15 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_webhook_url_hint);
     tcase_add_test(tc, test_webhook_print_redacts);
     tcase_add_test(tc, test_webhook_env);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("ops");
+    tcase_add_checked_fixture(tc, clean_env, clean_env);
+    tcase_add_test(tc, test_ops_defaults);
+    tcase_add_test(tc, test_ops_values);
+    tcase_add_test(tc, test_ops_errors);
+    tcase_add_test(tc, test_compare);
+    tcase_add_test(tc, test_reloadable_options);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("metrics_listen");

@@ -384,6 +384,68 @@ START_TEST(test_check_mode)
 }
 END_TEST
 
+/* The slot monitor's members as daemon/slot_monitor.c renders them. */
+#define SLOT_DOC(wal_status, safe, warning)                                                       \
+    "{\"state\":\"streaming\",\"lag_seconds\":0.5,\"lag_bytes\":10,\"slot_health\":{"            \
+    "\"monitor\":\"connected\",\"wal_status\":\"" wal_status "\",\"safe_wal_size\":" safe ","   \
+    "\"retained_bytes\":4096,\"restart_lsn\":\"0/10\",\"slot_confirmed_lsn\":\"0/20\","          \
+    "\"active\":true,\"checked_seconds_ago\":1.0,\"warning\":\"" warning "\","                   \
+    "\"last_error\":\"\"},\"heartbeat\":{\"interval_seconds\":10.000,\"sent\":3,"                \
+    "\"last_lsn\":\"0/30\",\"lag_seconds\":0.125,\"last_error\":\"\"},\"sinks\":[]}"
+
+START_TEST(test_check_slot_health)
+{
+    Render r = {BUF_INIT, 0};
+    Result res;
+
+    res = check_doc(&r, SLOT_DOC("reserved", "null", ""), -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    ck_assert_str_eq(res.out, "OK: streaming, lag 0.500 s, 10 bytes\n");
+    result_free(&res);
+    /* a low safe_wal_size is a warning, not a failed probe */
+    res = check_doc(&r, SLOT_DOC("extended", "1024", "slot has only 1.0 kB left"), -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    result_free(&res);
+    res = check_doc(&r, SLOT_DOC("unreserved", "-4096", "slot \\\"x\\\" is unreserved"), -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: slot wal_status is unreserved: slot \"x\" is unreserved\n");
+    result_free(&res);
+    res = check_doc(&r, SLOT_DOC("lost", "null", ""), -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: slot wal_status is lost\n");
+    result_free(&res);
+    buf_free(&r.doc);
+}
+END_TEST
+
+START_TEST(test_table_slot_health)
+{
+    Render r = {BUF_INIT, 0};
+    StatusServer *srv;
+    Result res;
+
+    render_set(&r, SLOT_DOC("unreserved", "-4096", "slot is unreserved"));
+    srv = start("s.sock", &r);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    ck_assert_msg(strstr(res.out, "\nslot wal_status unreserved  safe_wal_size -4096 bytes  "
+                                  "retained 4096 bytes  monitor connected  heartbeat lag 0.125 s\n"
+                                  "slot warning: slot is unreserved\n") != NULL,
+                  "got:\n%s", res.out);
+    result_free(&res);
+    status_server_free(srv);
+    render_set(&r, SLOT_DOC("reserved", "null", ""));
+    srv = start("s.sock", &r);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
+    ck_assert_msg(strstr(res.out, "\nslot wal_status reserved  safe_wal_size -  retained 4096 "
+                                  "bytes  monitor connected  heartbeat lag 0.125 s\nSINK") != NULL,
+                  "got:\n%s", res.out);
+    result_free(&res);
+    status_server_free(srv);
+    buf_free(&r.doc);
+}
+END_TEST
+
 START_TEST(test_table_missing_extra_keys_escapes)
 {
     Render r = {BUF_INIT, 0};
@@ -1212,6 +1274,8 @@ static Suite *status_suite(void)
     tcase_add_test(tc, test_json_mode);
     tcase_add_test(tc, test_table_mode);
     tcase_add_test(tc, test_check_mode);
+    tcase_add_test(tc, test_check_slot_health);
+    tcase_add_test(tc, test_table_slot_health);
     tcase_add_test(tc, test_table_missing_extra_keys_escapes);
     tcase_add_test(tc, test_no_sinks);
     tcase_add_test(tc, test_server_appends_newline);

@@ -1,0 +1,490 @@
+/*
+ * test_es_e2e.c - pgfan with [sink.elasticsearch] against a real
+ * PostgreSQL 15 and the Elasticsearch 8 test server (tests/es_server).
+ *
+ * The server is a separate process (tests/harness/es_server.h), so what it
+ * holds survives pgfan's kill -9. Its documents are compared with the
+ * source rows inside PostgreSQL: every document's _source is loaded into a
+ * jsonb column (jsonb keeps numerics exact) and one SQL statement lists the
+ * rows that differ in any field, in the index they live in, or exist on
+ * one side only. Nothing sleeps: every wait polls a condition under a
+ * deadline.
+ */
+#include "../../common/buf.h"
+#include "../../common/mem.h"
+#include "../harness/es_server.h"
+#include "../harness/harness.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WAIT_MS 90000
+
+/* The shop's orders, with every kind of value the sink converts. */
+#define ORDERS_SQL                                                                         \
+    "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "            \
+    "status text NOT NULL, total numeric(30,2) NOT NULL, created_at timestamptz NOT NULL, " \
+    "shipped_at timestamptz, meta jsonb, tags text[], note text);"                         \
+    "ALTER TABLE orders REPLICA IDENTITY FULL;"
+
+typedef struct Env {
+    char *dir, *db, *slot, *config, *log, *dead;
+    PGconn *conn;
+    EsServer *es;
+} Env;
+
+/* (Re)writes the pgfan config: the file sink of h_write_config plus the
+ * Elasticsearch sink with extra lines. */
+static void write_config(Env *e, const char *slot, const char *extra)
+{
+    Buf b = BUF_INIT;
+
+    free(e->config);
+    buf_printf(&b,
+               "[sink.elasticsearch]\nurl = %s\nindex.public.orders = "
+               "orders-{created_at:%%Y.%%m.%%d}\nbatch_actions = 200\nbatch_linger = 20ms\n"
+               "replicas = 0\ndead_letter = %s\n%s",
+               h_es_url(e->es), e->dead, extra ? extra : "");
+    e->config = h_write_config(e->dir, e->db, slot, "public.orders", b.data);
+    buf_free(&b);
+}
+
+static Env env_new(const char *name, const char *schema_sql, const char *es_extra,
+                   const char *const *server_args)
+{
+    Env e = {0};
+    Buf b = BUF_INIT;
+
+    e.dir = h_tmpdir();
+    e.db = xstrdup(name);
+    e.slot = xstrdup(name);
+    h_create_db(e.db);
+    e.conn = h_pg_connect(e.db);
+    h_sql(e.conn, "%s", schema_sql);
+    e.es = h_es_start(server_args);
+    buf_printf(&b, "%s/dead.ndjson", e.dir);
+    e.dead = b.data;
+    write_config(&e, e.slot, es_extra);
+    buf_init(&b);
+    buf_printf(&b, "%s/pgfan.log", e.dir);
+    e.log = b.data;
+    return e;
+}
+
+static void env_free(Env *e)
+{
+    h_drop_slot(e->conn, e->slot);
+    PQfinish(e->conn);
+    h_es_stop(e->es);
+    h_rm_rf(e->dir);
+    free(e->dir);
+    free(e->db);
+    free(e->slot);
+    free(e->config);
+    free(e->log);
+    free(e->dead);
+}
+
+static pid_t start_pgfan(const Env *e)
+{
+    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
+    return h_spawn(argv, e->log);
+}
+
+static void stop_pgfan(pid_t pid)
+{
+    h_kill(pid, SIGTERM);
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
+}
+
+static void wait_confirmed_current(Env *e)
+{
+    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
+}
+
+/* A mixed workload on orders: inserts over ten days with 30-digit totals,
+ * json and arrays, a TOASTed note left alone by later updates, status and
+ * amount updates, a row moved to another day, deletes. */
+static void mixed_workload(PGconn *conn, int first, int n)
+{
+    h_sql(conn,
+          "INSERT INTO orders SELECT i, i %% 97, 'pending', "
+          "(i::numeric * 1000000000000000000000000 + 0.25), "
+          "timestamptz '2026-11-14 22:30:00+00' + (i %% 10) * interval '1 day' + "
+          "i * interval '1 second', NULL, jsonb_build_object('src', 'web', 'n', i), "
+          "ARRAY['a', 'b' || i], CASE WHEN i %% 50 = 0 THEN repeat('toast ', 5000) END "
+          "FROM generate_series(%d, %d) i",
+          first, first + n - 1);
+    h_sql(conn, "UPDATE orders SET status = 'paid', shipped_at = created_at + interval '1 hour' "
+                "WHERE id BETWEEN %d AND %d AND id %% 3 = 0",
+          first, first + n - 1);
+    h_sql(conn, "UPDATE orders SET total = total + 0.01 WHERE id BETWEEN %d AND %d AND id %% 5 = 0",
+          first, first + n - 1);
+    h_sql(conn, "UPDATE orders SET created_at = created_at - interval '3 days' "
+                "WHERE id BETWEEN %d AND %d AND id %% 11 = 0",
+          first, first + n - 1);
+    h_sql(conn, "DELETE FROM orders WHERE id BETWEEN %d AND %d AND id %% 7 = 0", first,
+          first + n - 1);
+    for (int i = first; i < first + 20; i++)
+        h_sql(conn, "UPDATE orders SET status = 'shipped' WHERE id = %d", i);
+}
+
+/*
+ * Loads every document of indices matching pattern into es_docs(idx, id,
+ * version, doc jsonb) in the test database.
+ */
+static size_t load_docs(Env *e, const char *pattern)
+{
+    Buf path = BUF_INIT;
+    long status = 0;
+    char *body;
+    size_t n = 0;
+
+    buf_printf(&path, "/_test/docs/%s", pattern);
+    body = h_es_request(e->es, "GET", path.data, NULL, &status);
+    ck_assert_msg(status == 200, "GET %s: %ld %.200s", path.data, status, body);
+    h_sql(e->conn, "DROP TABLE IF EXISTS es_docs; CREATE TABLE es_docs (idx text, id text, "
+                   "version numeric, doc jsonb)");
+    for (char *line = body, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        const char *params[1];
+        PGresult *res;
+
+        nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (!*line)
+            continue;
+        params[0] = line;
+        res = PQexecParams(e->conn,
+                           "INSERT INTO es_docs SELECT d->>'_index', d->>'_id', "
+                           "(d->>'_version')::numeric, d->'_source' FROM (SELECT $1::jsonb d) s",
+                           1, NULL, params, NULL, NULL, 0);
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        n++;
+    }
+    free(body);
+    buf_free(&path);
+    return n;
+}
+
+/*
+ * Rows of orders and live (not soft-deleted) documents that disagree: in any
+ * column (numerics and text compared as exact text), in the index (the UTC
+ * day of created_at) or by existing on one side only. Deleted rows must be
+ * documents marked deleted. Returns the number of disagreements; prints the
+ * first few.
+ */
+static long differences(Env *e)
+{
+    const char *sql =
+        "WITH live AS (SELECT * FROM es_docs WHERE NOT (doc->'pgfan'->>'deleted')::boolean), "
+        "bad AS (SELECT coalesce(o.id::text, l.id) AS id, "
+        "CASE WHEN l.id IS NULL THEN 'missing in Elasticsearch' "
+        "WHEN o.id IS NULL THEN 'deleted row still live' "
+        "WHEN l.idx <> 'orders-' || to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY.MM.DD') "
+        "THEN 'wrong index ' || l.idx "
+        "WHEN l.doc->>'total' <> o.total::text THEN 'total ' || (l.doc->>'total') "
+        "WHEN l.doc->>'status' <> o.status THEN 'status' "
+        "WHEN (l.doc->>'customer_id')::bigint <> o.customer_id THEN 'customer_id' "
+        "WHEN (l.doc->>'created_at')::timestamptz <> o.created_at THEN 'created_at' "
+        "WHEN (l.doc->>'shipped_at')::timestamptz IS DISTINCT FROM o.shipped_at THEN 'shipped_at' "
+        "WHEN l.doc->'meta' IS DISTINCT FROM o.meta THEN 'meta' "
+        "WHEN l.doc->'tags' IS DISTINCT FROM to_jsonb(o.tags) THEN 'tags' "
+        "WHEN l.doc->>'note' IS DISTINCT FROM o.note THEN 'note' "
+        "WHEN l.version <> (l.doc->'pgfan'->>'lsn')::numeric THEN 'version is not the lsn' "
+        "END AS why FROM orders o FULL JOIN live l ON l.id = o.id::text) "
+        "SELECT count(*), string_agg(id || ': ' || why, '; ') FILTER (WHERE why IS NOT NULL) "
+        "FROM bad WHERE why IS NOT NULL";
+    PGresult *res = PQexec(e->conn, sql);
+    long n;
+
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+    n = atol(PQgetvalue(res, 0, 0));
+    if (n > 0)
+        fprintf(stderr, "es_e2e: %ld differences: %.1500s\n", n, PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return n;
+}
+
+/* A JSON integer after "key": in text (first occurrence), -1 when absent. */
+static long long json_int(const char *text, const char *key)
+{
+    char pat[96];
+    const char *p;
+
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    p = strstr(text, pat);
+    return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* Documents equal the source rows, field by field, each in its day's index;
+ * the template and alias are in place; a replay of the same changes (a
+ * second slot created before the workload) changes nothing: every write is
+ * a 409. */
+START_TEST(es_documents_equal_source)
+{
+    Env e = env_new("es_equal", ORDERS_SQL, "text.public.orders = note\n", NULL);
+    pid_t pid;
+    long status;
+    char *body;
+    size_t docs, docs_again;
+    long long conflicts_before, conflicts_after;
+
+    h_sql(e.conn, "SELECT pg_create_logical_replication_slot('es_equal_replay', 'wal2json')");
+    pid = start_pgfan(&e);
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    mixed_workload(e.conn, 1, 1500);
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+
+    docs = load_docs(&e, "orders-*");
+    ck_assert_uint_gt(docs, 1400);
+    ck_assert_int_eq(differences(&e), 0);
+    /* soft-deleted: every deleted row, and the old document of every moved one */
+    ck_assert_str_eq(h_sql_value(e.conn, "SELECT count(*) FROM es_docs WHERE "
+                                         "(doc->'pgfan'->>'deleted')::boolean"),
+                     h_sql_value(e.conn, "SELECT count(*) FILTER (WHERE i %% 7 = 0) + "
+                                         "count(*) FILTER (WHERE i %% 11 = 0) "
+                                         "FROM generate_series(1, 1500) i"));
+    body = h_es_request(e.es, "GET", "/_index_template/pgfan-public-orders", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_ptr_nonnull(strstr(body, "\"orders-*\""));
+    ck_assert_ptr_nonnull(strstr(body, "\"total\":{\"type\":\"double\"}")); /* numeric(30,2) */
+    ck_assert_ptr_nonnull(strstr(body, "\"note\":{\"type\":\"text\""));
+    free(body);
+    /* the alias hides soft-deleted documents */
+    ck_assert_int_eq(h_es_count(e.es, "orders"),
+                     atol(h_sql_value(e.conn, "SELECT count(*) FROM orders")));
+
+    /* Replay everything through the second slot: nothing changes. */
+    body = h_es_request(e.es, "GET", "/_test/stats", NULL, &status);
+    conflicts_before = json_int(body, "409");
+    free(body);
+    write_config(&e, "es_equal_replay", "text.public.orders = note\n");
+    pid = start_pgfan(&e);
+    h_wait_slot_confirmed(e.conn, "es_equal_replay", h_wal_insert_lsn(e.conn), WAIT_MS, e.log);
+    stop_pgfan(pid);
+    body = h_es_request(e.es, "GET", "/_test/stats", NULL, &status);
+    conflicts_after = json_int(body, "409");
+    free(body);
+    ck_assert_msg(conflicts_after - (conflicts_before > 0 ? conflicts_before : 0) >=
+                      (long long)docs,
+                  "replay: %lld conflicts before, %lld after, %zu documents", conflicts_before,
+                  conflicts_after, docs);
+    docs_again = load_docs(&e, "orders-*");
+    ck_assert_uint_eq(docs_again, docs);
+    ck_assert_int_eq(differences(&e), 0);
+    ck_assert_uint_eq(h_count_lines(e.dead), 0);
+    h_drop_slot(e.conn, "es_equal_replay");
+    env_free(&e);
+}
+END_TEST
+
+/* 429 storms on items, whole-request 503s, dropped connections and a
+ * kill -9 in the middle: the final state still equals the source. */
+START_TEST(es_faults_and_kill9_lose_nothing)
+{
+    Env e = env_new("es_faults", ORDERS_SQL, "max_in_flight = 3\n", NULL);
+    pid_t pid = start_pgfan(&e);
+    PGconn *w;
+    long status;
+    char *body;
+
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    body = h_es_request(e.es, "POST", "/_test/faults",
+                        "{\"faults\":[{\"type\":\"item_status\",\"status\":429,"
+                        "\"every\":3,\"count\":300},{\"type\":\"status\",\"status\":503,"
+                        "\"count\":5},{\"type\":\"drop_connection\",\"count\":2},"
+                        "{\"type\":\"drop_connection\",\"count\":2,\"apply\":true},"
+                        "{\"type\":\"delay\",\"ms\":300,\"count\":3}]}",
+                        &status);
+    ck_assert_msg(status == 200, "faults: %ld %s", status, body);
+    free(body);
+    w = h_pg_connect(e.db);
+    mixed_workload(w, 1, 800);
+    h_wait_file_contains(e.log, "sending again", WAIT_MS);
+    h_kill(pid, SIGKILL);
+    h_wait_exit(pid, WAIT_MS);
+    mixed_workload(w, 801, 800);
+    PQfinish(w);
+    pid = start_pgfan(&e);
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    load_docs(&e, "orders-*");
+    ck_assert_int_eq(differences(&e), 0);
+    ck_assert_uint_eq(h_count_lines(e.dead), 0);
+    env_free(&e);
+}
+END_TEST
+
+/* A document the mapping refuses goes to the dead-letter file with its
+ * error and LSN; the stream goes on. */
+START_TEST(es_mapping_error_dead_letters)
+{
+    Env e = env_new("es_dead", ORDERS_SQL, NULL, NULL);
+    pid_t pid = start_pgfan(&e);
+    char *dead;
+
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    h_sql(e.conn, "INSERT INTO orders VALUES (1, 1, 'new', 1.00, '2026-11-20 10:00+00', "
+                  "'infinity', NULL, NULL, NULL)");
+    h_sql(e.conn, "INSERT INTO orders VALUES (2, 1, 'new', 2.00, '2026-11-20 11:00+00')");
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    ck_assert_uint_eq(h_count_lines(e.dead), 1);
+    dead = h_read_file(e.dead, NULL);
+    ck_assert_ptr_nonnull(strstr(dead, "\"table\":\"public.orders\""));
+    ck_assert_ptr_nonnull(strstr(dead, "\"status\":400"));
+    ck_assert_ptr_nonnull(strstr(dead, "document_parsing_exception"));
+    ck_assert_ptr_nonnull(strstr(dead, "\"shipped_at\":\"infinity\""));
+    free(dead);
+    h_sql(e.conn, "DELETE FROM orders WHERE id = 1");
+    load_docs(&e, "orders-*");
+    ck_assert_str_eq(h_sql_value(e.conn, "SELECT string_agg(id, ',') FROM es_docs"), "2");
+    env_free(&e);
+}
+END_TEST
+
+/* What pgfan refuses at start, each with its fix and exit status 2. */
+START_TEST(es_refuses_unsafe_tables)
+{
+    Env e = env_new("es_refuse",
+                    "CREATE TABLE orders (id bigint PRIMARY KEY, status text, "
+                    "created_at timestamptz NOT NULL)",
+                    NULL, NULL);
+    pid_t pid = start_pgfan(&e);
+    char *log;
+
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
+    log = h_read_file(e.log, NULL);
+    ck_assert_msg(strstr(log, "routes documents by \"created_at\", but its replica identity "
+                              "does not carry that column"),
+                  "%s", log);
+    ck_assert_ptr_nonnull(strstr(log, "ALTER TABLE public.orders REPLICA IDENTITY FULL;"));
+    free(log);
+
+    /* With the date in the key, the TOASTable status column is the problem. */
+    h_sql(e.conn, "ALTER TABLE orders DROP CONSTRAINT orders_pkey, "
+                  "ADD PRIMARY KEY (id, created_at)");
+    pid = start_pgfan(&e);
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
+    log = h_read_file(e.log, NULL);
+    ck_assert_msg(strstr(log, "leaves out of an UPDATE when they did not change (TOAST: status)"),
+                  "%s", log);
+    free(log);
+
+    h_sql(e.conn, "ALTER TABLE orders REPLICA IDENTITY FULL");
+    pid = start_pgfan(&e);
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    stop_pgfan(pid);
+    env_free(&e);
+}
+END_TEST
+
+/* An existing, different template of pgfan's name stops pgfan (exit 2)
+ * unless template_overwrite says to replace it. */
+START_TEST(es_template_mismatch)
+{
+    Env e = env_new("es_tpl", ORDERS_SQL, NULL, NULL);
+    long status;
+    char *body = h_es_request(e.es, "PUT", "/_index_template/pgfan-public-orders",
+                              "{\"index_patterns\":[\"orders-*\"],\"priority\":200,"
+                              "\"template\":{\"mappings\":{\"properties\":{\"id\":"
+                              "{\"type\":\"keyword\"}}}}}",
+                              &status);
+    pid_t pid;
+    char *log;
+
+    ck_assert_int_eq(status, 200);
+    free(body);
+    pid = start_pgfan(&e);
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
+    log = h_read_file(e.log, NULL);
+    ck_assert_msg(strstr(log, "index template pgfan-public-orders already exists in "
+                              "Elasticsearch and differs"),
+                  "%s", log);
+    ck_assert_ptr_nonnull(strstr(log, "template_overwrite = yes"));
+    free(log);
+
+    write_config(&e, e.slot, "template_overwrite = yes\n");
+    pid = start_pgfan(&e);
+    h_wait_file_contains(e.log, "installed index template pgfan-public-orders", WAIT_MS);
+    stop_pgfan(pid);
+    body = h_es_request(e.es, "GET", "/_index_template/pgfan-public-orders", NULL, &status);
+    ck_assert_ptr_nonnull(strstr(body, "\"pgfan_hash\""));
+    free(body);
+    env_free(&e);
+}
+END_TEST
+
+/* A wrong API key stops pgfan with a clear message; the right one, read
+ * from a file, works; the key never appears in the log. */
+START_TEST(es_api_key)
+{
+    const char *args[] = {"--api-key", "s3cr3t-key-value", NULL};
+    Env e = env_new("es_auth", ORDERS_SQL, "api_key = wrong-key-value\n", args);
+    pid_t pid = start_pgfan(&e);
+    char *log, *keyfile;
+    Buf b = BUF_INIT;
+
+    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 1);
+    log = h_read_file(e.log, NULL);
+    ck_assert_msg(strstr(log, "refused pgfan's credentials (HTTP 401"), "%s", log);
+    ck_assert_ptr_null(strstr(log, "wrong-key-value"));
+    free(log);
+
+    buf_printf(&b, "%s/es.key", e.dir);
+    keyfile = b.data;
+    h_write_file(keyfile, "s3cr3t-key-value\n");
+    buf_init(&b);
+    buf_printf(&b, "api_key_file = %s\n", keyfile);
+    write_config(&e, e.slot, b.data);
+    buf_free(&b);
+    pid = start_pgfan(&e);
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    h_sql(e.conn, "INSERT INTO orders VALUES (1, 1, 'new', 1.00, '2026-11-20 10:00+00')");
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    ck_assert_int_eq(h_es_count(e.es, "orders-2026.11.20"), 1);
+    log = h_read_file(e.log, NULL);
+    ck_assert_ptr_null(strstr(log, "s3cr3t-key-value"));
+    free(log);
+    free(keyfile);
+    env_free(&e);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("es_e2e");
+    TCase *tc = tcase_create("stream");
+    SRunner *sr;
+    int failed;
+
+    if (!getenv("PGFAN_TEST_PGPORT") || !getenv("PGFAN_TEST_BIN") ||
+        !getenv("PGFAN_TEST_ES_SERVER")) {
+        fprintf(stderr, "es_e2e: PGFAN_TEST_PGPORT, PGFAN_TEST_BIN and PGFAN_TEST_ES_SERVER must "
+                        "be set (run tests/run.sh)\n");
+        return 77; /* meson: skipped */
+    }
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, es_documents_equal_source);
+    tcase_add_test(tc, es_faults_and_kill9_lose_nothing);
+    tcase_add_test(tc, es_mapping_error_dead_letters);
+    tcase_add_test(tc, es_refuses_unsafe_tables);
+    tcase_add_test(tc, es_template_mismatch);
+    tcase_add_test(tc, es_api_key);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
