@@ -69,9 +69,11 @@ typedef struct EsItem {
 } EsItem;
 
 /*
- * A bulk request, or a barrier: a TRUNCATE's _delete_by_query, which runs
- * alone, after everything before it is done and before anything after it
- * starts (items[0] is its one action: table, lsn, transaction).
+ * A bulk request, or a barrier: a TRUNCATE's _refresh + _delete_by_query,
+ * which run alone, after everything before them is done and before
+ * anything after them starts (items[0] is its one action: table, lsn,
+ * transaction). The refresh comes first because _delete_by_query deletes
+ * what a search sees, and a search sees only refreshed documents.
  */
 typedef struct Bulk {
     struct Bulk *next;
@@ -80,6 +82,7 @@ typedef struct Bulk {
     size_t n_items, cap;
     TimeUs opened_at;
     bool barrier;
+    bool refreshed; /* barrier: the refresh before its _delete_by_query is done */
 } Bulk;
 
 typedef struct EsSink EsSink;
@@ -506,9 +509,13 @@ static bool start_barrier(EsSink *s, Slot *slot)
     buf_printf(&b->body, "{\"query\":{\"range\":{\"" ES_META_FIELD ".lsn\":{\"lt\":%llu}}}}",
                (unsigned long long)b->items[0].lsn);
     s->held_bytes += b->body.len;
-    buf_printf(&path, "/%s%s%s/_delete_by_query?conflicts=proceed&refresh=true",
-               t->index_prefix, t->route_column ? "*" : "", t->route_column ? t->index_suffix : "");
-    ok = start_request(s, slot, "POST", path.data, b->body.data, b->body.len, s->json_headers);
+    buf_printf(&path, "/%s%s%s/%s", t->index_prefix, t->route_column ? "*" : "",
+               t->route_column ? t->index_suffix : "",
+               b->refreshed ? "_delete_by_query?conflicts=proceed&refresh=true" : "_refresh");
+    if (b->refreshed)
+        ok = start_request(s, slot, "POST", path.data, b->body.data, b->body.len, s->json_headers);
+    else
+        ok = start_request(s, slot, "POST", path.data, "", 0, s->json_headers);
     buf_free(&path);
     return ok;
 }
@@ -627,7 +634,8 @@ static void bulk_done(EsSink *s, Slot *slot, CURLcode result, long status, TimeU
     char cause[512], text[512];
 
     log_debug(LOG_COMPONENT, "%s of %zu action%s (%zu bytes) answered in %.1f ms: %s %ld",
-              b->barrier ? "_delete_by_query" : "bulk request", b->n_items,
+              b->barrier ? (b->refreshed ? "_delete_by_query" : "_refresh") : "bulk request",
+              b->n_items,
               b->n_items == 1 ? "" : "s", b->body.len,
               (double)(now - slot->started_at) / USECS_PER_MSEC,
               result == CURLE_OK ? "HTTP" : curl_easy_strerror(result), status);
@@ -641,6 +649,17 @@ static void bulk_done(EsSink *s, Slot *slot, CURLcode result, long status, TimeU
     }
     if (auth_refused(s, status, slot)) {
         queue_front(s, b);
+        return;
+    }
+    if (b->barrier && !b->refreshed && (status == 200 || status == 404)) {
+        b->refreshed = true; /* now the _delete_by_query */
+        queue_front(s, b);
+        return;
+    }
+    if (b->barrier && status == 404) {
+        /* a fixed index that does not exist (yet): nothing to delete */
+        txn_tracker_acked(&s->txns, b->items[0].seq);
+        bulk_free(s, b);
         return;
     }
     if (b->barrier && status == 200 && slot->response.data &&

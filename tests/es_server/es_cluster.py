@@ -348,6 +348,49 @@ class Cluster:
             return 200, {"count": n, "_shards": {"total": shards, "successful": shards,
                                                  "skipped": 0, "failed": 0}}
 
+    def delete_by_query(self, expr, body, params, proceed, refresh):
+        """POST {index}/_delete_by_query: like ES, it deletes what a search
+        sees at its start (refreshed documents only), each delete checked
+        against the seq_no that search saw; a document changed since is a
+        version conflict (counted with conflicts=proceed, else 409)."""
+        started = time.monotonic()
+        with self.lock:
+            if body is None or "query" not in body:
+                raise EsError(400, "action_request_validation_exception",
+                              "Validation Failed: 1: query is missing;")
+            targets = self._resolve_search(expr, allow_missing=False)
+            query = _query_of(body, params)
+            deleted = conflicts = 0
+            failures = []
+            for ix, filters in targets:
+                ix.scheduled_refresh()
+                for doc_id, seen in list(ix.searchable.items()):
+                    d = (doc_id, seen.source)
+                    if filters and not any(f.match(ix, d) for f in filters):
+                        continue
+                    if not query.match(ix, d):
+                        continue
+                    op = _DbqOp(seen.seq_no)
+                    try:
+                        ix.delete(doc_id, op)
+                        deleted += 1
+                    except EsError as e:
+                        if e.status != 409:
+                            raise
+                        conflicts += 1
+                        if not proceed:
+                            failures.append({"index": ix.name, "id": doc_id, "cause": e.inner(),
+                                             "status": 409})
+                if refresh:
+                    ix.refresh()
+            out = {"took": int((time.monotonic() - started) * 1000), "timed_out": False,
+                   "total": deleted + conflicts, "deleted": deleted, "batches": 1,
+                   "version_conflicts": conflicts, "noops": 0,
+                   "retries": {"bulk": 0, "search": 0}, "throttled_millis": 0,
+                   "requests_per_second": -1.0, "throttled_until_millis": 0,
+                   "failures": failures[:1] if failures else []}
+            return (409 if failures else 200), out
+
     # --- templates and policies ------------------------------------------------------------------------------
 
     def put_template(self, name, body, create=False):
@@ -611,3 +654,14 @@ def _source_of(doc, source, spec):
         parts = list(inc) + ["-" + e for e in exc]
         return apply_filter_path(source, ",".join(parts)) if parts else Raw(doc.raw)
     return Raw(doc.raw)
+
+
+class _DbqOp:
+    """The delete a _delete_by_query issues for one hit: internal versioning,
+    guarded by the seq_no its search saw."""
+    routing = None
+    version_type = "internal"
+    if_primary_term = 1
+
+    def __init__(self, seq_no):
+        self.if_seq_no = seq_no

@@ -47,6 +47,10 @@ _SEARCH_PARAMS = {"q", "size", "from", "sort", "version", "seq_no_primary_term",
                   "explain", "stored_fields", "terminate_after", "ccs_minimize_roundtrips"} | _IDX_OPTS
 _COUNT_PARAMS = {"q", "default_operator", "df", "analyzer", "lenient", "routing", "preference",
                  "min_score", "terminate_after"} | _IDX_OPTS
+_DBQ_PARAMS = {"conflicts", "refresh", "q", "default_operator", "df", "analyzer", "lenient",
+               "routing", "preference", "max_docs", "scroll_size", "slices", "timeout",
+               "wait_for_completion", "wait_for_active_shards", "requests_per_second",
+               "search_timeout", "request_cache"} | _IDX_OPTS
 _BULK_PARAMS = {"refresh", "routing", "pipeline", "require_alias", "require_data_stream",
                 "wait_for_active_shards", "timeout", "_source", "_source_includes",
                 "_source_excludes", "list_executed_pipelines"}
@@ -92,6 +96,8 @@ def _routes():
         Route("POST|GET", r"/(?P<index>[^/]+)/_refresh", "h_refresh", "refresh", _IDX_OPTS),
         Route("GET|POST", r"/_search", "h_search", "search", _SEARCH_PARAMS),
         Route("GET|POST", r"/(?P<index>[^/]+)/_search", "h_search", "search", _SEARCH_PARAMS),
+        Route("POST", r"/(?P<index>[^/]+)/_delete_by_query", "h_delete_by_query",
+              "delete_by_query", _DBQ_PARAMS),
         Route("GET|POST", r"/_count", "h_count", "count", _COUNT_PARAMS),
         Route("GET|POST", r"/(?P<index>[^/]+)/_count", "h_count", "count", _COUNT_PARAMS),
         Route("GET|HEAD", idx + r"/_doc/(?P<id>[^/]+)", "h_get_doc", "doc", _DOC_PARAMS),
@@ -462,6 +468,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def h_count(self, method, g, params, body):
         return Response(*self.server.cluster.count(g.get("index"), self._json(body), params))
+
+    def h_delete_by_query(self, method, g, params, body):
+        conflicts = params.get("conflicts", "abort")
+        if conflicts not in ("abort", "proceed"):
+            raise illegal_argument("conflicts may only contain one of [abort, proceed] but "
+                                   "was [%s]" % conflicts)
+        refresh = params.get("refresh", "false") in ("", "true")
+        return Response(*self.server.cluster.delete_by_query(
+            g.get("index"), self._json(body), params, conflicts == "proceed", refresh))
 
     def h_get_doc(self, method, g, params, body):
         source = params.get("_source", "true") != "false"

@@ -863,6 +863,36 @@ class TestSearch(EsTestCase):
         self.assertEqual((st, body["found"]), (404, False))
 
 
+class TestDeleteByQuery(EsTestCase):
+    def test_deletes_what_a_search_sees(self):
+        self.orders_template()
+        docs = []
+        for i in range(1, 6):
+            docs += [index_action("orders-2024.05.01", str(i)),
+                     {"order_id": str(i), "status": "new", "qty": i}]
+        self.ok("POST", "/_bulk?refresh=true", ndjson(*docs))
+        # written after the last refresh: a search cannot see it, so it stays
+        self.ok("POST", "/_bulk", ndjson(index_action("orders-2024.05.01", "6"),
+                                         {"order_id": "6", "status": "new", "qty": 0}))
+        res = self.ok("POST", "/orders-*/_delete_by_query?conflicts=proceed&refresh=true",
+                      {"query": {"range": {"qty": {"lt": 4}}}})
+        self.assertEqual(res["deleted"], 3)
+        self.assertEqual(res["failures"], [])
+        self.assertEqual(self.count("orders-2024.05.01"), 3)  # 4, 5 and the unseen 6
+        res = self.ok("POST", "/orders-*/_delete_by_query?refresh=true",
+                      {"query": {"range": {"qty": {"lt": 4}}}})
+        self.assertEqual(res["deleted"], 1)
+        self.assertEqual(self.count("orders-2024.05.01"), 2)
+
+    def test_needs_a_query_and_a_known_conflicts_mode(self):
+        self.error("POST", "/orders-*/_delete_by_query", {})
+        self.error("POST", "/orders-*/_delete_by_query?conflicts=ignore",
+                   {"query": {"match_all": {}}})
+        # no index matches a wildcard: nothing to do
+        res = self.ok("POST", "/nothing-*/_delete_by_query", {"query": {"match_all": {}}})
+        self.assertEqual(res["deleted"], 0)
+
+
 class TestFaults(EsTestCase):
     BODY = ndjson(index_action("p", "1"), {"a": 1}, index_action("p", "2"), {"a": 1},
                   index_action("p", "3"), {"a": 1}, index_action("p", "4"), {"a": 1})

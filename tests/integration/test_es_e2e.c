@@ -193,8 +193,8 @@ static long differences(Env *e)
         "WHEN (l.doc->>'customer_id')::bigint <> o.customer_id THEN 'customer_id' "
         "WHEN (l.doc->>'created_at')::timestamptz <> o.created_at THEN 'created_at' "
         "WHEN (l.doc->>'shipped_at')::timestamptz IS DISTINCT FROM o.shipped_at THEN 'shipped_at' "
-        "WHEN l.doc->'meta' IS DISTINCT FROM o.meta THEN 'meta' "
-        "WHEN l.doc->'tags' IS DISTINCT FROM to_jsonb(o.tags) THEN 'tags' "
+        "WHEN nullif(l.doc->'meta', 'null') IS DISTINCT FROM o.meta THEN 'meta' "
+        "WHEN nullif(l.doc->'tags', 'null') IS DISTINCT FROM to_jsonb(o.tags) THEN 'tags' "
         "WHEN l.doc->>'note' IS DISTINCT FROM o.note THEN 'note' "
         "WHEN l.version <> (l.doc->'pgfan'->>'lsn')::numeric THEN 'version is not the lsn' "
         "END AS why FROM orders o FULL JOIN live l ON l.id = o.id::text) "
@@ -352,6 +352,28 @@ START_TEST(es_mapping_error_dead_letters)
 }
 END_TEST
 
+/* TRUNCATE removes every document written before it, soft-deleted ones
+ * included, and nothing written after it. */
+START_TEST(es_truncate)
+{
+    Env e = env_new("es_truncate", ORDERS_SQL, NULL, NULL);
+    pid_t pid = start_pgfan(&e);
+
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    mixed_workload(e.conn, 1, 300);
+    h_sql(e.conn, "BEGIN; TRUNCATE orders; INSERT INTO orders SELECT i, 1, 'after', i, "
+                  "'2026-11-20 10:00+00' FROM generate_series(1, 40) i; COMMIT");
+    h_sql(e.conn, "INSERT INTO orders SELECT i, 2, 'later', i, '2026-11-21 10:00+00' "
+                  "FROM generate_series(41, 50) i");
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    ck_assert_uint_eq(load_docs(&e, "orders-*"), 50);
+    ck_assert_int_eq(differences(&e), 0);
+    ck_assert(h_file_contains(e.log, "TRUNCATE of public.orders applied"));
+    env_free(&e);
+}
+END_TEST
+
 /* What pgfan refuses at start, each with its fix and exit status 2. */
 START_TEST(es_refuses_unsafe_tables)
 {
@@ -478,6 +500,7 @@ int main(void)
     tcase_add_test(tc, es_documents_equal_source);
     tcase_add_test(tc, es_faults_and_kill9_lose_nothing);
     tcase_add_test(tc, es_mapping_error_dead_letters);
+    tcase_add_test(tc, es_truncate);
     tcase_add_test(tc, es_refuses_unsafe_tables);
     tcase_add_test(tc, es_template_mismatch);
     tcase_add_test(tc, es_api_key);
