@@ -446,9 +446,15 @@ static bool start_request(EsSink *s, Slot *slot, const char *method, const char 
         curl_easy_setopt(slot->easy, CURLOPT_CUSTOMREQUEST, NULL);
         curl_easy_setopt(slot->easy, CURLOPT_HTTPGET, 1L);
     } else {
+        /* libcurl reads the body while the request runs: a bulk's stays in
+         * its Bulk; anything else is copied into the slot. */
         if (s->cfg->elasticsearch.gzip && slot->kind == SLOT_BULK && gzip_body(&slot->gz, body, len)) {
             body = slot->gz.data;
             len = slot->gz.len;
+        } else if (slot->kind != SLOT_BULK) {
+            buf_reset(&slot->gz);
+            buf_append(&slot->gz, body, len);
+            body = slot->gz.data ? slot->gz.data : "";
         }
         curl_easy_setopt(slot->easy, CURLOPT_POST, 1L);
         curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDS, body);

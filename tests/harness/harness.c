@@ -893,3 +893,34 @@ void h_workload_finish(PGconn *w)
     }
     PQfinish(w);
 }
+
+/* --- TLS ---------------------------------------------------------------- */
+
+static void h_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void h_sh(const char *fmt, ...)
+{
+    char cmd[H_MSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        h_fail("h_make_certificates: could not run: %s", cmd);
+}
+
+void h_make_certificates(const char *dir)
+{
+    h_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgfan-test-ca "
+         "-keyout ca.key -out ca.crt >/dev/null 2>&1",
+         dir);
+    h_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+         "-keyout other.key -out other.crt >/dev/null 2>&1",
+         dir);
+    h_sh("cd %s && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
+         "-out server.csr >/dev/null 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext "
+         "&& openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+         "-extfile san.ext -out server.crt >/dev/null 2>&1",
+         dir);
+}

@@ -190,4 +190,14 @@ void h_drop_slot(PGconn *conn, const char *slot);
 char *h_write_config(const char *dir, const char *dbname, const char *slot, const char *tables,
                      const char *extra);
 
+/* --- TLS ---------------------------------------------------------------- */
+
+/*
+ * Makes test certificates in dir with the openssl command: ca.crt/ca.key (a
+ * test CA), server.crt/server.key (CN and subjectAltName 127.0.0.1, signed
+ * by that CA) and other.crt/other.key (a second CA that signed nothing, for
+ * "wrong CA" tests).
+ */
+void h_make_certificates(const char *dir);
+
 #endif

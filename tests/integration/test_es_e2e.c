@@ -483,6 +483,81 @@ START_TEST(es_api_key)
 }
 END_TEST
 
+/* https with a test CA, basic auth with the password in a file, gzip
+ * bodies and an ILM policy; then a CA that did not sign the server's
+ * certificate: refused with the TLS error, nothing confirmed. */
+START_TEST(es_tls_basic_auth_gzip_ilm)
+{
+    char *certs = h_tmpdir();
+    Buf crt = BUF_INIT, key = BUF_INIT, extra = BUF_INIT, pwfile = BUF_INIT;
+    const char *args[7];
+    Env e;
+    pid_t pid;
+    long status;
+    char *body, *log;
+    Lsn confirmed;
+
+    h_make_certificates(certs);
+    buf_printf(&crt, "%s/server.crt", certs);
+    buf_printf(&key, "%s/server.key", certs);
+    args[0] = "--tls-cert";
+    args[1] = crt.data;
+    args[2] = "--tls-key";
+    args[3] = key.data;
+    args[4] = "--basic";
+    args[5] = "pgfan:pw-in-a-file";
+    args[6] = NULL;
+    buf_printf(&pwfile, "%s/es.password", certs);
+    h_write_file(pwfile.data, "pw-in-a-file\n");
+    buf_printf(&extra, "username = pgfan\npassword_file = %s\nca_file = %s/ca.crt\ngzip = on\n"
+                       "retention_days = 30\n",
+               pwfile.data, certs);
+    e = env_new("es_tls", ORDERS_SQL, extra.data, args);
+    ck_assert_int_eq(strncmp(h_es_url(e.es), "https://", 8), 0);
+    pid = start_pgfan(&e);
+    h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
+    mixed_workload(e.conn, 1, 300);
+    wait_confirmed_current(&e);
+    stop_pgfan(pid);
+    load_docs(&e, "orders-*");
+    ck_assert_int_eq(differences(&e), 0);
+    body = h_es_request(e.es, "GET", "/_test/stats", NULL, &status);
+    ck_assert_msg(strstr(body, "\"gzip_requests\":0") == NULL, "%s", body);
+    free(body);
+    body = h_es_request(e.es, "GET", "/_ilm/policy/pgfan-retention-30d", NULL, &status);
+    ck_assert_msg(status == 200 && strstr(body, "\"min_age\":\"30d\""), "%ld %s", status, body);
+    free(body);
+    body = h_es_request(e.es, "GET", "/orders-2026.11.20/_settings", NULL, &status);
+    ck_assert_msg(strstr(body, "pgfan-retention-30d"), "%s", body);
+    free(body);
+    log = h_read_file(e.log, NULL);
+    ck_assert_ptr_null(strstr(log, "pw-in-a-file"));
+    free(log);
+
+    /* The wrong CA: pgfan keeps trying and says why; nothing is confirmed. */
+    buf_reset(&extra);
+    buf_printf(&extra, "username = pgfan\npassword_file = %s\nca_file = %s/other.crt\n",
+               pwfile.data, certs);
+    write_config(&e, e.slot, extra.data);
+    h_rm_rf(e.log);
+    confirmed = h_slot_confirmed_lsn(e.conn, e.slot);
+    h_sql(e.conn, "INSERT INTO orders VALUES (9999, 1, 'new', 1.00, '2026-11-20 10:00+00')");
+    pid = start_pgfan(&e);
+    h_wait_file_contains(e.log, "SSL certificate problem", WAIT_MS);
+    ck_assert_uint_eq(h_slot_confirmed_lsn(e.conn, e.slot), confirmed);
+    stop_pgfan(pid);
+    ck_assert_uint_eq(h_slot_confirmed_lsn(e.conn, e.slot), confirmed);
+
+    env_free(&e);
+    h_rm_rf(certs);
+    free(certs);
+    buf_free(&crt);
+    buf_free(&key);
+    buf_free(&extra);
+    buf_free(&pwfile);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("es_e2e");
@@ -504,6 +579,7 @@ int main(void)
     tcase_add_test(tc, es_refuses_unsafe_tables);
     tcase_add_test(tc, es_template_mismatch);
     tcase_add_test(tc, es_api_key);
+    tcase_add_test(tc, es_tls_basic_auth_gzip_ilm);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -115,17 +115,7 @@ static void sh(const char *fmt, ...)
  * that signed nothing; the server files are handed to the postgres user. */
 static void make_certificates(const char *dir, const char *pgdata)
 {
-    sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgfan-test-ca "
-       "-keyout ca.key -out ca.crt >/dev/null 2>&1",
-       dir);
-    sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
-       "-keyout other.key -out other.crt >/dev/null 2>&1",
-       dir);
-    sh("cd %s && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
-       "-out server.csr >/dev/null 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
-       "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
-       "-extfile san.ext -out server.crt >/dev/null 2>&1",
-       dir);
+    h_make_certificates(dir);
     sh("cp %s/server.crt %s/server.key %s/ && chmod 600 %s/server.key && "
        "{ [ $(id -u) != 0 ] || chown postgres %s/server.crt %s/server.key; }",
        dir, dir, pgdata, pgdata, pgdata, pgdata);
