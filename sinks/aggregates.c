@@ -71,7 +71,7 @@ int agg_pos_cmp(const AggPos *a, const AggPos *b)
 
 static void note_error(AggSink *s, const char *msg)
 {
-    snprintf(s->last_error, sizeof s->last_error, "%s", msg);
+    snprintf(s->last_error, sizeof s->last_error, "%.*s", (int)sizeof s->last_error - 1, msg);
 }
 
 void agg_fail(AggSink *s, const PfError *err)
