@@ -34,7 +34,8 @@ static const char usage_text[] =
     "  -s, --socket PATH    status socket (default: [status] socket of -c FILE, else\n"
     "                       /run/pgfan/status.sock)\n"
     "  --json               print the status document as JSON\n"
-    "  --check              healthy = streaming, no failed sink, lag within the limits\n"
+    "  --check              healthy = streaming, no failed sink, lag within the limits,\n"
+    "                       replication slot neither unreserved nor lost\n"
     "\n"
     "Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or bad configuration.\n";
 

@@ -51,6 +51,16 @@ void repl_classify_error(const PGresult *res, const char *conn_message, const ch
                       "waits and takes over when it stops");
         return;
     }
+    if (strstr(msg, "can no longer get changes from replication slot")) {
+        err_set(err, ERR_FATAL, "could not %s: replication slot \"%s\" has been invalidated (%s)",
+                what, slot, msg);
+        err_hint(err, "PostgreSQL removed WAL the slot still needed (max_slot_wal_keep_size): "
+                      "changes are lost for pgfan. Drop the slot (SELECT "
+                      "pg_drop_replication_slot('%s')), let pgfan create it again (snapshot = "
+                      "initial reloads the tables) and resynchronise every sink",
+                 slot);
+        return;
+    }
     if (strstr(msg, "may not be used as an output plugin")) {
         err_set(err, ERR_FATAL, "could not %s: PostgreSQL refuses wal2json as an output plugin (%s)",
                 what, msg);
@@ -195,8 +205,10 @@ void repl_cmd_start(Buf *out, const Config *cfg)
     buf_printf(out,
                "START_REPLICATION SLOT %s LOGICAL 0/0 (\"format-version\" '2', "
                "\"include-xids\" '1', \"include-timestamp\" '1', \"include-lsn\" '1', "
-               "\"include-pk\" '1', \"include-types\" '1', \"add-tables\" '",
-               cfg->source.slot);
+               "\"include-pk\" '1', \"include-types\" '1', \"add-msg-prefixes\" '%s', "
+               "\"add-tables\" '",
+               cfg->source.slot, cfg->source.heartbeat_prefix ? cfg->source.heartbeat_prefix
+                                                              : "pgfan_heartbeat");
     for (size_t i = 0; i < cfg->source.n_tables; i++) {
         if (i)
             buf_append_char(out, ',');
