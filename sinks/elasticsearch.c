@@ -637,7 +637,7 @@ static long long deleted_count(const Slot *slot)
 static void bulk_done(EsSink *s, Slot *slot, CURLcode result, long status, TimeUs now)
 {
     Bulk *b = slot->bulk;
-    char cause[512], text[512];
+    char cause[512], text[320];
 
     log_debug(LOG_COMPONENT, "%s of %zu action%s (%zu bytes) answered in %.1f ms: %s %ld",
               b->barrier ? (b->refreshed ? "_delete_by_query" : "_refresh") : "bulk request",
