@@ -2,8 +2,9 @@
  * agg_internal.h - what the aggregates sink's files share:
  *
  *   aggregates.c  SinkOps, change -> weighted rows, batches, durability;
- *   agg_start.c   start-up and reconnection: checks, catalog, history,
- *                 session (a chain of asynchronous commands);
+ *   agg_start.c   start-up and reconnection: a chain of asynchronous
+ *                 commands (connection, lock, source tables, session, state);
+ *   agg_history.c its history steps: catalog, definitions, probes, build;
  *   agg_sql.c     the SQL text; agg_conn.c the asynchronous connection.
  *
  * Positions. Every change the sink takes has a position (commit end LSN of
@@ -42,6 +43,24 @@ typedef struct AggWork {
     size_t *aggs;           /* indexes into AggSink.aggs */
     size_t n_aggs;
 } AggWork;
+
+/* Start-up steps, in order (agg_start.c, agg_history.c). */
+typedef enum AggStep {
+    ST_CONNECT = 0,
+    ST_SERVER,
+    ST_LOCK,
+    ST_SOURCES,
+    ST_COLUMNS,
+    ST_CATALOG,
+    ST_LOAD,
+    ST_PROBE,
+    ST_TYPES,
+    ST_SLOT,
+    ST_BUILD,
+    ST_SESSION,
+    ST_STATE,
+    ST_DONE,
+} AggStep;
 
 typedef enum AggAction {
     AGG_KEEP = 0,     /* up to date */
@@ -151,6 +170,9 @@ void agg_retry(AggSink *s, const PfError *err);
 /* Position order. */
 int agg_pos_cmp(const AggPos *a, const AggPos *b);
 
+/* ARRAY['name', ...]::text[] of the configured aggregates. */
+void agg_append_name_array(const AggSink *s, Buf *b);
+
 /* ---- agg_start.c ---- */
 
 /* Runs the next start-up (or resume) step; called when the connection is idle. */
@@ -165,6 +187,20 @@ void agg_start_resumed(AggSink *s, const AggPos *state_row);
 
 /* Places a 32-bit xid next to s->xid_ref (the epoch), keeping xid_ref recent. */
 uint64_t agg_full_xid(AggSink *s, uint32_t xid);
+
+/* Sends a start-up step's command; a failure to send is retried. */
+void agg_step_send(AggSink *s, const char *sql, AggConnDone done);
+
+/* A failed step's error (NULL: none): transient ones retry, others stop. True if failed. */
+bool agg_step_failed(AggSink *s, const PfError *err, const char *what);
+
+/* Moves to step and runs it when the connection is idle. */
+void agg_step_next(AggSink *s, int step);
+
+/* ---- agg_history.c ---- */
+
+/* Runs step CATALOG .. BUILD. */
+void agg_history_step(AggSink *s);
 
 /* Parses "X/X" text of a pg_lsn column. */
 bool agg_parse_lsn(const char *text, Lsn *out);

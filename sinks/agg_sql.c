@@ -178,7 +178,8 @@ void agg_sql_create(Buf *out, const char *schema, const AggregateDef *d,
             buf_append_str(out, ", ");
         agg_sql_ident(out, d->group_by[k].name);
     }
-    buf_append_str(out, ")); COMMENT ON TABLE ");
+    /* room on each page: an upsert's new row version stays there (HOT, no index entry) */
+    buf_append_str(out, ")) WITH (fillfactor = 70); COMMENT ON TABLE ");
     agg_sql_table(out, schema, d->name);
     buf_append_str(out, " IS ");
     buf_append_str(&def, "maintained by pgfan: ");

@@ -232,7 +232,8 @@ static void add_row(AggSink *s, AggWork *wk, const Buf *row, int weight)
     size_t before = out->len;
 
     buf_append(out, row->data, row->len);
-    buf_printf(out, "\t%d\t%" PRIu64 "\t%zu\n", weight, s->txn_xid, b->n_truncs);
+    buf_printf(out, "%s%d\t%" PRIu64 "\t%zu\n", wk->n_cols ? "\t" : "", weight, s->txn_xid,
+               b->n_truncs);
     b->bytes += out->len - before;
     b->work_rows[w]++;
     b->rows++;
@@ -390,7 +391,7 @@ static void map_statements(AggSink *s, size_t n, int agg)
         s->stmt_agg[s->n_stmt_agg++] = agg;
 }
 
-static void append_name_array(const AggSink *s, Buf *b)
+void agg_append_name_array(const AggSink *s, Buf *b)
 {
     buf_append_str(b, "ARRAY[");
     for (size_t i = 0; i < s->n_aggs; i++) {
@@ -442,7 +443,7 @@ static void apply_sql(AggSink *s, const AggBatch *b, Buf *out)
         buf_append_str(out, "; SELECT name, snapshot_lsn::text FROM ");
         agg_sql_table(out, s->schema, AGG_CATALOG_TABLE);
         buf_append_str(out, " WHERE name = ANY (");
-        append_name_array(s, out);
+        agg_append_name_array(s, out);
         buf_append_char(out, ')');
         map_statements(s, 1, -1);
     }

@@ -53,8 +53,10 @@
 
 #define LOG_COMPONENT "sink.elasticsearch"
 
-#define RETRY_MIN (200 * USECS_PER_MSEC)
-#define RETRY_MAX (30 * USECS_PER_SEC)
+/* Backoff after refused requests or items: from 100 ms, doubling, at most
+ * 10 s between attempts (Elasticsearch's own bulk clients stay in seconds). */
+#define RETRY_MIN (100 * USECS_PER_MSEC)
+#define RETRY_MAX (10 * USECS_PER_SEC)
 #define RESPONSE_KEEP (64 * 1024 * 1024) /* a bulk answer is small; this only bounds a rogue one */
 
 #define APPEND_LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)

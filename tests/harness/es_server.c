@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ES_MSG_SIZE 8192
+#define ES_MSG_SIZE 2048 /* Check refuses messages near 4 kB */
 #define ES_START_MS 15000
 #define ES_STOP_MS 10000
 #define ES_POLL_MS 20

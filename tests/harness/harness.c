@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define H_MSG_SIZE 4096
+#define H_MSG_SIZE 2048 /* Check refuses messages near 4 kB ("Message string too long") */
 #define H_POLL_MS 20
 /* How long h_create_db / h_drop_slot wait for a terminated walsender to
  * release its slot. */

@@ -300,8 +300,8 @@ START_TEST(es_faults_and_kill9_lose_nothing)
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     body = h_es_request(e.es, "POST", "/_test/faults",
                         "{\"faults\":[{\"type\":\"item_status\",\"status\":429,"
-                        "\"every\":3,\"count\":300},{\"type\":\"status\",\"status\":503,"
-                        "\"count\":5},{\"type\":\"drop_connection\",\"count\":2},"
+                        "\"every\":3,\"count\":120},{\"type\":\"status\",\"status\":503,"
+                        "\"count\":3},{\"type\":\"drop_connection\",\"count\":2},"
                         "{\"type\":\"drop_connection\",\"count\":2,\"apply\":true},"
                         "{\"type\":\"delay\",\"ms\":300,\"count\":3}]}",
                         &status);

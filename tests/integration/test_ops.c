@@ -406,8 +406,9 @@ START_TEST(test_slot_monitor_reports)
     /* the monitor's connection dies: it comes back after a backoff; streaming never stops */
     h_sql(e.conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                   "application_name = 'pgfan-monitor' AND datname = 'ops_monitor'");
-    h_wait_file_contains(e.log,
-                         "WARNING slot-monitor: could not keep the monitor connection: ", WAIT_MS);
+    /* "could not keep the monitor connection" when idle, "could not read the
+     * monitor query's answer" when a query was running */
+    h_wait_file_contains(e.log, "WARNING slot-monitor: could not ", WAIT_MS);
     h_wait_file_contains(e.log, "INFO slot-monitor: connected again", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (2)");
     h_wait_slot_confirmed(e.conn, e.db, h_wal_insert_lsn(e.conn), WAIT_MS, e.log);
@@ -464,7 +465,7 @@ START_TEST(test_slot_unreserved_then_lost)
     ck_assert_msg(strstr(text, "replication slot \\\"ops_lost\\\" is unreserved") != NULL, "%s",
                   text);
     free(text);
-    ck_assert(member_num(doc, "\"slot_health\":{", "safe_wal_size") < 0);
+    ck_assert(member_num(doc, "\"slot_health\":{", "safe_wal_size") <= 0);
     free(doc);
     h_wait_file_contains(e.log, "WARNING slot-monitor: replication slot \"ops_lost\" is unreserved",
                          WAIT_MS);
@@ -479,14 +480,18 @@ START_TEST(test_slot_unreserved_then_lost)
     /* The checkpoint removes the WAL: the slot is invalidated and pgfan stops with the recovery. */
     h_sql(pg, "CHECKPOINT");
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 1);
-    h_wait_file_contains(e.log,
-                         "ERROR pgfan: could not keep streaming from replication slot "
-                         "\"ops_lost\": it is lost (wal_status lost)",
-                         1000);
-    h_wait_file_contains(e.log,
-                         "ERROR pgfan: HINT: drop and recreate the slot (SELECT "
-                         "pg_drop_replication_slot('ops_lost');",
-                         1000);
+    /* Whoever notices first says it: the slot monitor, or the walsender
+     * refusing to go on with an invalidated slot. */
+    {
+        char *log = h_read_file(e.log, NULL);
+
+        ck_assert_msg(strstr(log, "ERROR pgfan: could not keep streaming from replication slot "
+                                  "\"ops_lost\": it is lost (wal_status lost)") ||
+                          strstr(log, "replication slot \"ops_lost\" has been invalidated"),
+                      "%s", log + (strlen(log) > 1500 ? strlen(log) - 1500 : 0));
+        ck_assert_ptr_nonnull(strstr(log, "pg_drop_replication_slot('ops_lost')"));
+        free(log);
+    }
     text = h_sql_value(e.conn, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = "
                                "'ops_lost'");
     ck_assert_str_eq(text, "lost");

@@ -491,7 +491,7 @@ START_TEST(test_sql_create_and_fill)
                                "\"pgfan_nn_2\" = 0 THEN NULL ELSE \"pgfan_sum_2\" END) STORED, "
                                "\"pgfan_rows\" bigint NOT NULL, \"pgfan_sum_2\" numeric, "
                                "\"pgfan_nn_2\" bigint NOT NULL, UNIQUE NULLS NOT DISTINCT "
-                               "(\"day\", \"store_id\", \"currency\"))"));
+                               "(\"day\", \"store_id\", \"currency\")) WITH (fillfactor = 70)"));
     ck_assert(contains(b.data, "COMMENT ON TABLE \"analytics\".\"gmv_daily\" IS 'maintained by "
                                "pgfan: from public.orders; group_by (created_at AT TIME ZONE "
                                "''UTC'')::date AS day"));
