@@ -236,6 +236,7 @@ START_TEST(es_documents_equal_source)
     char *body;
     size_t docs, docs_again;
     long long conflicts_before, conflicts_after;
+    char *got, *want;
 
     h_sql(e.conn, "SELECT pg_create_logical_replication_slot('es_equal_replay', 'wal2json')");
     pid = start_pgfan(&e);
@@ -248,11 +249,14 @@ START_TEST(es_documents_equal_source)
     ck_assert_uint_gt(docs, 1400);
     ck_assert_int_eq(differences(&e), 0);
     /* soft-deleted: every deleted row, and the old document of every moved one */
-    ck_assert_str_eq(h_sql_value(e.conn, "SELECT count(*) FROM es_docs WHERE "
-                                         "(doc->'pgfan'->>'deleted')::boolean"),
-                     h_sql_value(e.conn, "SELECT count(*) FILTER (WHERE i %% 7 = 0) + "
-                                         "count(*) FILTER (WHERE i %% 11 = 0) "
-                                         "FROM generate_series(1, 1500) i"));
+    got = h_sql_value(e.conn, "SELECT count(*) FROM es_docs WHERE "
+                              "(doc->'pgfan'->>'deleted')::boolean");
+    want = h_sql_value(e.conn, "SELECT count(*) FILTER (WHERE i %% 7 = 0) + "
+                               "count(*) FILTER (WHERE i %% 11 = 0) "
+                               "FROM generate_series(1, 1500) i");
+    ck_assert_str_eq(got, want);
+    free(got);
+    free(want);
     body = h_es_request(e.es, "GET", "/_index_template/pgfan-public-orders", NULL, &status);
     ck_assert_int_eq(status, 200);
     ck_assert_ptr_nonnull(strstr(body, "\"orders-*\""));
@@ -260,8 +264,9 @@ START_TEST(es_documents_equal_source)
     ck_assert_ptr_nonnull(strstr(body, "\"note\":{\"type\":\"text\""));
     free(body);
     /* the alias hides soft-deleted documents */
-    ck_assert_int_eq(h_es_count(e.es, "orders"),
-                     atol(h_sql_value(e.conn, "SELECT count(*) FROM orders")));
+    want = h_sql_value(e.conn, "SELECT count(*) FROM orders");
+    ck_assert_int_eq(h_es_count(e.es, "orders"), atol(want));
+    free(want);
 
     /* Replay everything through the second slot: nothing changes. */
     body = h_es_request(e.es, "GET", "/_test/stats", NULL, &status);
@@ -330,7 +335,7 @@ START_TEST(es_mapping_error_dead_letters)
 {
     Env e = env_new("es_dead", ORDERS_SQL, NULL, NULL);
     pid_t pid = start_pgfan(&e);
-    char *dead;
+    char *dead, *ids;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1, 1, 'new', 1.00, '2026-11-20 10:00+00', "
@@ -347,7 +352,9 @@ START_TEST(es_mapping_error_dead_letters)
     free(dead);
     h_sql(e.conn, "DELETE FROM orders WHERE id = 1");
     load_docs(&e, "orders-*");
-    ck_assert_str_eq(h_sql_value(e.conn, "SELECT string_agg(id, ',') FROM es_docs"), "2");
+    ids = h_sql_value(e.conn, "SELECT string_agg(id, ',') FROM es_docs");
+    ck_assert_str_eq(ids, "2");
+    free(ids);
     env_free(&e);
 }
 END_TEST
