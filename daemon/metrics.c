@@ -618,3 +618,20 @@ void metrics_append_header(Buf *out, const char *name, const char *type, const c
 {
     buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
+
+void metrics_append_histogram(Buf *out, const char *name, const char *help,
+                              const double *bounds, const uint64_t *counts, size_t n_bounds,
+                              double sum)
+{
+    uint64_t cumulative = 0;
+
+    metrics_append_header(out, name, "histogram", help);
+    for (size_t i = 0; i < n_bounds; i++) {
+        cumulative += counts[i];
+        buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i],
+                   (unsigned long long)cumulative);
+    }
+    cumulative += counts[n_bounds];
+    buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+               (unsigned long long)cumulative, name, sum, name, (unsigned long long)cumulative);
+}

@@ -92,4 +92,13 @@ void metrics_server_free(MetricsServer *srv);
 void metrics_append_label_value(Buf *out, const char *value);
 void metrics_append_header(Buf *out, const char *name, const char *type, const char *help);
 
+/*
+ * Appends a histogram family: header, cumulative <name>_bucket{le="..."}
+ * samples for each of the n_bounds upper bounds and +Inf, <name>_sum and
+ * <name>_count. counts has n_bounds + 1 per-bucket (not cumulative) counts.
+ */
+void metrics_append_histogram(Buf *out, const char *name, const char *help,
+                              const double *bounds, const uint64_t *counts, size_t n_bounds,
+                              double sum);
+
 #endif

@@ -40,13 +40,20 @@ struct Pipeline {
     TimeUs open_commit_time;
     Lsn last_commit_lsn;  /* end LSN of the last COMMIT seen (forwarded) */
     Lsn confirmed_lsn;
+    PipelineLatency latency;
 };
+
+/* 1 ms .. 60 s: a healthy pipeline sits in the first buckets (the file
+ * sink's fsync interval, a Kafka linger), a stalled sink in the last. */
+static const double latency_bounds[PIPELINE_LATENCY_BOUNDS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60};
 
 Pipeline *pipeline_new(size_t max_inflight_txns)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
 
     p->ring_max = max_inflight_txns ? max_inflight_txns : 1;
+    p->latency.bounds = latency_bounds;
     return p;
 }
 
@@ -196,12 +203,34 @@ static Lsn min_durable(const Pipeline *p)
     return min;
 }
 
+static void note_latency(PipelineLatency *lat, TimeUs us)
+{
+    double s = (double)us / USECS_PER_SEC;
+    size_t i = 0;
+
+    while (i < PIPELINE_LATENCY_BOUNDS && s > lat->bounds[i])
+        i++;
+    lat->counts[i]++;
+    lat->count++;
+    lat->sum_s += s;
+    if (us > lat->max_us)
+        lat->max_us = us;
+}
+
 static void advance(Pipeline *p)
 {
     Lsn durable = min_durable(p);
+    TimeUs now_wall = 0;
 
     while (p->ring_len > 0 && p->ring[p->ring_head].end_lsn <= durable) {
         Lsn end = p->ring[p->ring_head].end_lsn;
+        TimeUs committed = p->ring[p->ring_head].commit_time;
+
+        if (committed > 0) {
+            if (now_wall == 0)
+                now_wall = clock_wall_us();
+            note_latency(&p->latency, now_wall > committed ? now_wall - committed : 0);
+        }
         if (end > p->confirmed_lsn)
             p->confirmed_lsn = end;
         p->ring_head = (p->ring_head + 1) % p->ring_cap;
@@ -309,4 +338,35 @@ void pipeline_sink_status(const Pipeline *p, size_t i, SinkStatus *out)
 {
     memset(out, 0, sizeof *out);
     p->sinks[i].ops->status(p->sinks[i].self, out);
+}
+
+const PipelineLatency *pipeline_latency(const Pipeline *p)
+{
+    return &p->latency;
+}
+
+double pipeline_latency_quantile(const PipelineLatency *lat, double q)
+{
+    double rank = q * (double)lat->count, below = 0, lower = 0;
+
+    if (lat->count == 0)
+        return 0;
+    for (size_t i = 0; i <= PIPELINE_LATENCY_BOUNDS; i++) {
+        double upper = i < PIPELINE_LATENCY_BOUNDS ? lat->bounds[i]
+                                                   : (double)lat->max_us / USECS_PER_SEC;
+
+        if (below + (double)lat->counts[i] >= rank && lat->counts[i] > 0) {
+            double v;
+
+            if (upper < lower)
+                upper = lower;
+            v = lower + (upper - lower) * (rank - below) / (double)lat->counts[i];
+            /* never above the largest time seen */
+            return v < (double)lat->max_us / USECS_PER_SEC ? v : (double)lat->max_us / USECS_PER_SEC;
+        }
+        below += (double)lat->counts[i];
+        if (i < PIPELINE_LATENCY_BOUNDS)
+            lower = lat->bounds[i];
+    }
+    return (double)lat->max_us / USECS_PER_SEC;
 }

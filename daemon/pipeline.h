@@ -88,6 +88,30 @@ size_t pipeline_inflight(const Pipeline *p);
  */
 TimeUs pipeline_lag_us(const Pipeline *p, TimeUs now_wall);
 
+/*
+ * Commit-to-durable latency of the transactions confirmed so far: the wall
+ * time at which the last sink made a transaction durable (it joined the
+ * confirmed prefix) minus its commit time on the server. A Prometheus-style
+ * histogram: counts[i] transactions took at most bounds[i] seconds and
+ * more than bounds[i-1]; counts[n_bounds] the rest.
+ */
+#define PIPELINE_LATENCY_BOUNDS 14
+
+typedef struct PipelineLatency {
+    const double *bounds; /* seconds, increasing, PIPELINE_LATENCY_BOUNDS of them */
+    uint64_t counts[PIPELINE_LATENCY_BOUNDS + 1];
+    uint64_t count;
+    double sum_s;
+    TimeUs max_us;
+} PipelineLatency;
+
+const PipelineLatency *pipeline_latency(const Pipeline *p);
+
+/* The q-quantile (0 < q <= 1) of the histogram in seconds, as Prometheus'
+ * histogram_quantile computes it (linear within a bucket), but never above
+ * the largest time seen; 0 when empty. */
+double pipeline_latency_quantile(const PipelineLatency *lat, double q);
+
 /* Sink access for the status document. */
 size_t pipeline_sink_count(const Pipeline *p);
 const char *pipeline_sink_name(const Pipeline *p, size_t i);

@@ -199,6 +199,15 @@ static void render_status(void *arg, Buf *out)
                (unsigned long long)(wal_end > confirmed ? wal_end - confirmed : 0),
                (double)current_lag_us(d, now_wall) / USECS_PER_SEC,
                pipeline_inflight(d->pipeline));
+    {
+        const PipelineLatency *lat = pipeline_latency(d->pipeline);
+
+        buf_printf(out,
+                   "\"commit_to_durable\":{\"transactions\":%llu,\"p50_seconds\":%.4f,"
+                   "\"p99_seconds\":%.4f,\"max_seconds\":%.4f},",
+                   (unsigned long long)lat->count, pipeline_latency_quantile(lat, 0.5),
+                   pipeline_latency_quantile(lat, 0.99), (double)lat->max_us / USECS_PER_SEC);
+    }
     buf_printf(out, "\"uptime_seconds\":%.1f,\"last_error\":",
                (double)(clock_mono_us() - d->started_mono) / USECS_PER_SEC);
     buf_append_json_string(out, err ? err->msg : "", err ? strlen(err->msg) : 0);
@@ -329,6 +338,14 @@ static void render_metrics(void *arg, Buf *out)
                           "heartbeat round trip when larger (0 when neither).");
     buf_printf(out, "pgfan_replication_lag_seconds %.3f\n",
                (double)current_lag_us(d, clock_wall_us()) / USECS_PER_SEC);
+    {
+        const PipelineLatency *lat = pipeline_latency(d->pipeline);
+
+        metrics_append_histogram(out, "pgfan_commit_to_durable_seconds",
+                                 "Time from a transaction's commit on the server until every sink "
+                                 "held it durably (confirmed transactions).",
+                                 lat->bounds, lat->counts, PIPELINE_LATENCY_BOUNDS, lat->sum_s);
+    }
     gauge(out, "pgfan_received_lsn_bytes", "Highest WAL position received, as a byte position.",
           repl_received_lsn(d->repl));
     gauge(out, "pgfan_confirmed_lsn_bytes",

@@ -403,6 +403,18 @@ START_TEST(test_label_escaping)
     buf_reset(&b);
     metrics_append_header(&b, "x_total", "counter", "things");
     ck_assert_str_eq(b.data, "# HELP x_total things\n# TYPE x_total counter\n");
+    buf_reset(&b);
+    {
+        const double bounds[] = {0.01, 0.5};
+        const uint64_t counts[] = {2, 0, 1}; /* per bucket; the last is +Inf */
+
+        metrics_append_histogram(&b, "t_seconds", "time", bounds, counts, 2, 3.25);
+        ck_assert_str_eq(b.data, "# HELP t_seconds time\n# TYPE t_seconds histogram\n"
+                                 "t_seconds_bucket{le=\"0.01\"} 2\n"
+                                 "t_seconds_bucket{le=\"0.5\"} 2\n"
+                                 "t_seconds_bucket{le=\"+Inf\"} 3\n"
+                                 "t_seconds_sum 3.250000\nt_seconds_count 3\n");
+    }
     buf_free(&b);
     metrics_server_free(NULL);
 }

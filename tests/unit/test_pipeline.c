@@ -336,6 +336,42 @@ START_TEST(test_lag)
 }
 END_TEST
 
+/* Every confirmed transaction's commit-to-durable time lands in the
+ * histogram; quantiles interpolate within a bucket as Prometheus does. */
+START_TEST(test_commit_to_durable_latency)
+{
+    Pipeline *p = pipeline_new(100);
+    RecSink s = {0};
+    const PipelineLatency *lat = pipeline_latency(p);
+
+    pipeline_add_sink(p, &rec_ops, &s);
+    clock_set_fake(1000000, 100 * USECS_PER_SEC);
+    ck_assert_double_eq(pipeline_latency_quantile(lat, 0.5), 0);
+    /* committed 4 ms, 40 ms and 2 s before they become durable */
+    submit_ok(p, begin_at(0x1000, 100 * USECS_PER_SEC - 4000));
+    submit_ok(p, commit_at(0x1000, 100 * USECS_PER_SEC - 4000));
+    submit_ok(p, begin_at(0x2000, 100 * USECS_PER_SEC - 40000));
+    submit_ok(p, commit_at(0x2000, 100 * USECS_PER_SEC - 40000));
+    submit_ok(p, begin_at(0x3000, 98 * USECS_PER_SEC));
+    submit_ok(p, commit_at(0x3000, 98 * USECS_PER_SEC));
+    s.released = 0x2000;
+    poll_ok(p);
+    ck_assert_uint_eq(lat->count, 2);
+    ck_assert_uint_eq(lat->counts[2], 1); /* <= 5 ms */
+    ck_assert_uint_eq(lat->counts[5], 1); /* <= 50 ms */
+    s.released = 0x3000;
+    poll_ok(p);
+    ck_assert_uint_eq(lat->count, 3);
+    ck_assert_uint_eq(lat->counts[10], 1); /* <= 2.5 s */
+    ck_assert_int_eq(lat->max_us, 2 * USECS_PER_SEC);
+    ck_assert_double_eq_tol(lat->sum_s, 2.044, 1e-9);
+    /* median: the 1.5th of 3 lies half-way in the (25 ms, 50 ms] bucket */
+    ck_assert_double_eq_tol(pipeline_latency_quantile(lat, 0.5), 0.0375, 1e-9);
+    ck_assert_double_eq_tol(pipeline_latency_quantile(lat, 0.99), 2.0, 1e-9); /* max */
+    pipeline_free(p);
+}
+END_TEST
+
 START_TEST(test_ring_growth_keeps_order)
 {
     Pipeline *p = pipeline_new(100000);
@@ -404,6 +440,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, test_stream_errors);
     tcase_add_test(tc, test_lag);
     tcase_add_test(tc, test_ring_growth_keeps_order);
+    tcase_add_test(tc, test_commit_to_durable_latency);
     tcase_add_test(tc, test_prepare_reaches_sinks_that_check);
     suite_add_tcase(s, tc);
     return s;
