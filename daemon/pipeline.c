@@ -19,6 +19,12 @@ typedef struct TxnEntry {
     TimeUs commit_time; /* 0 when unknown */
 } TxnEntry;
 
+/* Changes forwarded for one table: [0] insert, [1] update, [2] delete, [3] truncate. */
+typedef struct TableCount {
+    char *name; /* "schema.table" */
+    uint64_t by_kind[4];
+} TableCount;
+
 typedef struct PipelineSink {
     const SinkOps *ops;
     void *self;
@@ -41,6 +47,9 @@ struct Pipeline {
     Lsn last_commit_lsn;  /* end LSN of the last COMMIT seen (forwarded) */
     Lsn confirmed_lsn;
     PipelineLatency latency;
+    TableCount *tables;
+    size_t n_tables;
+    size_t last_table; /* index of the last table counted: consecutive changes repeat it */
 };
 
 /* 1 ms .. 60 s: a healthy pipeline sits in the first buckets (the file
@@ -63,6 +72,9 @@ void pipeline_free(Pipeline *p)
         return;
     free(p->sinks);
     free(p->ring);
+    for (size_t i = 0; i < p->n_tables; i++)
+        free(p->tables[i].name);
+    free(p->tables);
     free(p);
 }
 
@@ -110,6 +122,55 @@ static bool forward_in_txn(Pipeline *p, const Change *change, PfError *err)
 
     c.end_lsn = p->open_end_lsn;
     return forward(p, &c, err);
+}
+
+static bool table_is(const TableCount *t, const Change *c)
+{
+    return strlen(t->name) == c->schema.len + 1 + c->table.len &&
+           memcmp(t->name, c->schema.ptr, c->schema.len) == 0 &&
+           t->name[c->schema.len] == '.' &&
+           memcmp(t->name + c->schema.len + 1, c->table.ptr, c->table.len) == 0;
+}
+
+static void count_change(Pipeline *p, const Change *c)
+{
+    size_t i = p->last_table;
+
+    if (i >= p->n_tables || !table_is(&p->tables[i], c)) {
+        for (i = 0; i < p->n_tables && !table_is(&p->tables[i], c); i++)
+            ;
+        if (i == p->n_tables) {
+            TableCount *t;
+
+            p->tables = xrealloc(p->tables, (p->n_tables + 1) * sizeof *p->tables);
+            t = &p->tables[p->n_tables++];
+            memset(t, 0, sizeof *t);
+            t->name = xmalloc(c->schema.len + c->table.len + 2);
+            memcpy(t->name, c->schema.ptr, c->schema.len);
+            t->name[c->schema.len] = '.';
+            memcpy(t->name + c->schema.len + 1, c->table.ptr, c->table.len);
+            t->name[c->schema.len + 1 + c->table.len] = '\0';
+        }
+        p->last_table = i;
+    }
+    p->tables[i].by_kind[c->kind - CHANGE_INSERT]++;
+}
+
+size_t pipeline_table_count(const Pipeline *p)
+{
+    return p->n_tables;
+}
+
+const char *pipeline_table_name(const Pipeline *p, size_t i)
+{
+    return p->tables[i].name;
+}
+
+uint64_t pipeline_table_changes(const Pipeline *p, size_t i, ChangeKind kind)
+{
+    if (kind < CHANGE_INSERT || kind > CHANGE_TRUNCATE)
+        return 0;
+    return p->tables[i].by_kind[kind - CHANGE_INSERT];
 }
 
 bool pipeline_submit(Pipeline *p, const Change *change, PfError *err)
@@ -170,6 +231,7 @@ bool pipeline_submit(Pipeline *p, const Change *change, PfError *err)
             return err_set(err, ERR_FATAL,
                            "could not track change at %s: %s outside a transaction",
                            lsn_format(change->lsn, a), change_kind_name(change->kind));
+        count_change(p, change);
         return forward_in_txn(p, change, err);
     }
     return err_set(err, ERR_FATAL, "could not track change: unknown kind %d", (int)change->kind);

@@ -112,6 +112,15 @@ const PipelineLatency *pipeline_latency(const Pipeline *p);
  * the largest time seen; 0 when empty. */
 double pipeline_latency_quantile(const PipelineLatency *lat, double q);
 
+/*
+ * Row changes and truncates forwarded, per table ("schema.table") and kind
+ * (CHANGE_INSERT, CHANGE_UPDATE, CHANGE_DELETE, CHANGE_TRUNCATE), in the
+ * order tables were first seen; replays the pipeline skips are not counted.
+ */
+size_t pipeline_table_count(const Pipeline *p);
+const char *pipeline_table_name(const Pipeline *p, size_t i);
+uint64_t pipeline_table_changes(const Pipeline *p, size_t i, ChangeKind kind);
+
 /* Sink access for the status document. */
 size_t pipeline_sink_count(const Pipeline *p);
 const char *pipeline_sink_name(const Pipeline *p, size_t i);

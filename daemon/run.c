@@ -338,6 +338,27 @@ static void render_metrics(void *arg, Buf *out)
                           "heartbeat round trip when larger (0 when neither).");
     buf_printf(out, "pgfan_replication_lag_seconds %.3f\n",
                (double)current_lag_us(d, clock_wall_us()) / USECS_PER_SEC);
+    if (pipeline_table_count(d->pipeline) > 0) {
+        static const struct {
+            ChangeKind kind;
+            const char *op;
+        } ops[] = {{CHANGE_INSERT, "insert"},
+                   {CHANGE_UPDATE, "update"},
+                   {CHANGE_DELETE, "delete"},
+                   {CHANGE_TRUNCATE, "truncate"}};
+
+        metrics_append_header(out, "pgfan_changes_total", "counter",
+                              "Row changes (and truncates) received, by table and operation.");
+        for (size_t i = 0; i < pipeline_table_count(d->pipeline); i++) {
+            for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+                buf_append_str(out, "pgfan_changes_total{table=\"");
+                metrics_append_label_value(out, pipeline_table_name(d->pipeline, i));
+                buf_printf(out, "\",op=\"%s\"} %llu\n", ops[k].op,
+                           (unsigned long long)pipeline_table_changes(d->pipeline, i,
+                                                                      ops[k].kind));
+            }
+        }
+    }
     {
         const PipelineLatency *lat = pipeline_latency(d->pipeline);
 

@@ -372,6 +372,50 @@ START_TEST(test_commit_to_durable_latency)
 }
 END_TEST
 
+static Change row_of(ChangeKind kind, Lsn lsn, const char *table)
+{
+    Change c = row(kind, lsn);
+
+    c.schema = (Str){"public", 6};
+    c.table = (Str){table, strlen(table)};
+    return c;
+}
+
+/* Changes are counted per table and kind; a resent transaction the
+ * pipeline skips is not counted twice. */
+START_TEST(test_changes_by_table)
+{
+    Pipeline *p = pipeline_new(100);
+    RecSink s = {0};
+
+    pipeline_add_sink(p, &rec_ops, &s);
+    submit_ok(p, begin_at(0x1000, 0));
+    submit_ok(p, row_of(CHANGE_INSERT, 0x900, "orders"));
+    submit_ok(p, row_of(CHANGE_INSERT, 0x901, "orders"));
+    submit_ok(p, row_of(CHANGE_UPDATE, 0x902, "stores"));
+    submit_ok(p, row_of(CHANGE_DELETE, 0x903, "orders"));
+    submit_ok(p, commit_at(0x1000, 0));
+    pipeline_stream_restarted(p);
+    submit_ok(p, begin_at(0x1000, 0)); /* resent: skipped */
+    submit_ok(p, row_of(CHANGE_INSERT, 0x900, "orders"));
+    submit_ok(p, commit_at(0x1000, 0));
+    submit_ok(p, begin_at(0x2000, 0));
+    submit_ok(p, row_of(CHANGE_TRUNCATE, 0x1900, "stores"));
+    submit_ok(p, commit_at(0x2000, 0));
+
+    ck_assert_uint_eq(pipeline_table_count(p), 2);
+    ck_assert_str_eq(pipeline_table_name(p, 0), "public.orders");
+    ck_assert_uint_eq(pipeline_table_changes(p, 0, CHANGE_INSERT), 2);
+    ck_assert_uint_eq(pipeline_table_changes(p, 0, CHANGE_DELETE), 1);
+    ck_assert_uint_eq(pipeline_table_changes(p, 0, CHANGE_UPDATE), 0);
+    ck_assert_str_eq(pipeline_table_name(p, 1), "public.stores");
+    ck_assert_uint_eq(pipeline_table_changes(p, 1, CHANGE_UPDATE), 1);
+    ck_assert_uint_eq(pipeline_table_changes(p, 1, CHANGE_TRUNCATE), 1);
+    ck_assert_uint_eq(pipeline_table_changes(p, 1, CHANGE_BEGIN), 0);
+    pipeline_free(p);
+}
+END_TEST
+
 START_TEST(test_ring_growth_keeps_order)
 {
     Pipeline *p = pipeline_new(100000);
@@ -441,6 +485,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, test_lag);
     tcase_add_test(tc, test_ring_growth_keeps_order);
     tcase_add_test(tc, test_commit_to_durable_latency);
+    tcase_add_test(tc, test_changes_by_table);
     tcase_add_test(tc, test_prepare_reaches_sinks_that_check);
     suite_add_tcase(s, tc);
     return s;
