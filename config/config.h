@@ -119,7 +119,9 @@ typedef struct Config {
         char *name;            /* logical server name in events, default = slot */
         TableName *tables;     /* at least one */
         size_t n_tables;
-        SnapshotMode snapshot; /* default never until the snapshot is implemented */
+        SnapshotMode snapshot; /* default never */
+        size_t snapshot_workers; /* connections reading the tables at once, default 2 */
+        char *state_dir;       /* where the snapshot state file lives, default "." */
         TimeUs status_interval;   /* standby status update period, default 10 s */
         TimeUs reconnect_min;     /* backoff after a lost connection, default 1 s */
         TimeUs reconnect_max;     /* default 30 s */

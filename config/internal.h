@@ -208,7 +208,6 @@ bool opt_check_range(const OptDef *def, const OptValue *v, OptCheck *why);
 
 /* Validators and setters referenced by the option table. */
 bool config_validate_slot(const OptValue *v, OptCheck *why);
-bool config_validate_snapshot(const OptValue *v, OptCheck *why);
 bool config_set_tables(Config *cfg, const OptValue *v, OptCheck *why);
 void config_print_tables(const Config *cfg, Buf *out);
 

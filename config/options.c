@@ -381,8 +381,16 @@ const OptDef config_options[] = {
      .desc = "tables to capture: schema.table, ... (no schema: public; \"quote\" odd names)"},
     {.section = "source", .key = "snapshot", .type = OPT_ENUM, .def = "never",
      .choices = snapshot_choices, .set = set_snapshot, .print = print_snapshot,
-     .validate = config_validate_snapshot,
-     .desc = "never: stream changes only; initial is not available in this version"},
+     .desc = "never: stream changes only; initial: when pgfan creates the slot, first send every\n"
+             "existing row of the tables (op \"r\"), then stream from the slot's starting point"},
+    {.section = "source", .key = "snapshot_workers", .type = OPT_INT, .def = "2",
+     .min = 1, .max = 32, .offset = offsetof(Config, source.snapshot_workers),
+     .desc = "connections that read the tables at once during the initial snapshot (each\n"
+             "table is split into page ranges that they share)"},
+    {.section = "source", .key = "state_dir", .type = OPT_STRING, .def = ".",
+     .offset = offsetof(Config, source.state_dir),
+     .desc = "directory of pgfan-<slot>.snapshot, which records whether the initial snapshot\n"
+             "finished (an interrupted one starts over); must survive restarts"},
     {.section = "source", .key = "status_interval", .type = OPT_DURATION, .def = "10s",
      .min = 1 * US_S, .max = 60 * US_S, .unit = "s",
      .offset = offsetof(Config, source.status_interval),

@@ -252,17 +252,6 @@ bool config_validate_slot(const OptValue *v, OptCheck *why)
     return false;
 }
 
-bool config_validate_snapshot(const OptValue *v, OptCheck *why)
-{
-    if (v->choice == 0) /* never */
-        return true;
-    snprintf(why->why, sizeof why->why, "the initial snapshot is not available in this version");
-    snprintf(why->hint, sizeof why->hint,
-             "use `snapshot = never` and load the existing rows separately (for example with "
-             "COPY) before starting pgfan");
-    return false;
-}
-
 /* ---- [source] tables ---- */
 
 /* What PostgreSQL accepts unquoted (after folding to lower case). */

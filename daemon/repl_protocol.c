@@ -194,10 +194,28 @@ void repl_cmd_check_slot(Buf *out, PGconn *conn, const char *slot)
     PQfreemem(lit);
 }
 
-void repl_cmd_create_slot(Buf *out, const char *slot)
+void repl_cmd_create_slot(Buf *out, const char *slot, bool export_snapshot)
 {
     /* The slot name is validated by the config ([a-z0-9_]): no quoting needed. */
-    buf_printf(out, "CREATE_REPLICATION_SLOT %s LOGICAL wal2json (SNAPSHOT 'nothing')", slot);
+    buf_printf(out, "CREATE_REPLICATION_SLOT %s LOGICAL wal2json (SNAPSHOT '%s')", slot,
+               export_snapshot ? "export" : "nothing");
+}
+
+void repl_cmd_terminate_slot_holder(Buf *out, PGconn *conn, const char *slot)
+{
+    char *lit = PQescapeLiteral(conn, slot, strlen(slot));
+
+    buf_printf(out,
+               "SELECT pg_catalog.pg_terminate_backend(active_pid) FROM "
+               "pg_catalog.pg_replication_slots WHERE slot_name = %s AND active_pid IS NOT NULL "
+               "AND active_pid <> pg_catalog.pg_backend_pid()",
+               lit ? lit : "''");
+    PQfreemem(lit);
+}
+
+void repl_cmd_drop_slot(Buf *out, const char *slot)
+{
+    buf_printf(out, "DROP_REPLICATION_SLOT %s WAIT", slot);
 }
 
 void repl_cmd_start(Buf *out, const Config *cfg)

@@ -30,8 +30,16 @@ void repl_cmd_catalog(Buf *out, PGconn *conn, const Config *cfg);
 /* Looks the slot up in pg_replication_slots: slot_type, plugin, database, active_pid. */
 void repl_cmd_check_slot(Buf *out, PGconn *conn, const char *slot);
 
-/* CREATE_REPLICATION_SLOT for wal2json, without an exported snapshot. */
-void repl_cmd_create_slot(Buf *out, const char *slot);
+/* CREATE_REPLICATION_SLOT for wal2json; export_snapshot: (SNAPSHOT 'export'),
+ * for the initial snapshot, else (SNAPSHOT 'nothing'). */
+void repl_cmd_create_slot(Buf *out, const char *slot, bool export_snapshot);
+
+/* Terminates the backend (a walsender left by an earlier pgfan) that holds
+ * the slot, if any: run before repl_cmd_drop_slot. */
+void repl_cmd_terminate_slot_holder(Buf *out, PGconn *conn, const char *slot);
+
+/* DROP_REPLICATION_SLOT ... WAIT (until no backend holds it). */
+void repl_cmd_drop_slot(Buf *out, const char *slot);
 
 /* START_REPLICATION with wal2json format-version 2 and add-tables built from
  * the configured tables (wal2json's backslash escaping inside an SQL string

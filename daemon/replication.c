@@ -8,6 +8,15 @@
  * handle_result() moves to the next step. The command texts, the reading of
  * their answers and the binary messages live in repl_protocol.c.
  *
+ * With snapshot = initial, the slot is created with an exported snapshot
+ * and the connection then stays idle (the exported snapshot lives until its
+ * next command) while daemon/snapshot.c reads the tables on connections of
+ * its own; once the pipeline confirms the consistent point (every sink
+ * holds the snapshot durably) the state file says "done" and
+ * START_REPLICATION follows on the same connection. A failed snapshot
+ * cannot be resumed (the exported snapshot is gone): the slot is dropped
+ * and everything starts over.
+ *
  * Streaming follows pg_recvlogical: PQconsumeInput, then PQgetCopyData in
  * async mode until it has no complete message, bounded per turn so other
  * descriptors get served, and paused while the pipeline cannot accept more
@@ -22,6 +31,7 @@
 #include "../common/mem.h"
 #include "../decoder/wal2json.h"
 #include "repl_protocol.h"
+#include "snapshot_state.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -50,7 +60,10 @@ typedef enum Step {
     STEP_CHECK_TABLES,
     STEP_CATALOG,
     STEP_CHECK_SLOT,
+    STEP_TERMINATE, /* an interrupted snapshot's slot: end the walsender holding it */
+    STEP_DROP_SLOT, /* ... and drop it */
     STEP_CREATE_SLOT,
+    STEP_SNAPSHOT,  /* the initial snapshot runs; the connection waits, unwatched */
     STEP_START,
     STEP_STREAM,
     STEP_FINISH,
@@ -88,6 +101,11 @@ struct Replication {
     char system_id[32];
     char *session_options; /* the dsn's own options, then the settings pgfan pins */
     PGresult *pending;     /* start-up: result of the running command so far */
+
+    Catalog catalog;     /* the [source] tables, from the last STEP_CATALOG */
+    Snapshot *snapshot;  /* this run's initial snapshot (kept after it ends, for status) */
+    bool snapshot_open;  /* it started and is not done: its transaction is open */
+    bool resync;         /* the next snapshot truncates first: sinks may hold older rows */
 };
 
 static void on_socket(void *arg, int fd, unsigned events);
@@ -117,6 +135,13 @@ static void watch_socket(Replication *r)
     }
     if (fd < 0)
         return;
+    if (r->step == STEP_SNAPSHOT) {
+        /* Idle until the snapshot is durable: nothing may be sent, nothing is expected. */
+        if (r->fd >= 0)
+            loop_unwatch(r->loop, r->fd);
+        r->fd = -1;
+        return;
+    }
     if (r->step == STEP_CONNECT) {
         /* events chosen by PQconnectPoll, set by the caller */
         return;
@@ -132,8 +157,24 @@ static void watch_socket(Replication *r)
     r->fd = fd;
 }
 
+/*
+ * Ends a snapshot that is not done (failed, or stopped with the connection):
+ * its pseudo-transaction stays open in the pipeline and the sinks, and is
+ * abandoned; the sinks keep the rows they took, the next snapshot comes in a
+ * transaction of its own.
+ */
+static void abandon_snapshot(Replication *r)
+{
+    if (!r->snapshot_open)
+        return;
+    snapshot_abort(r->snapshot);
+    pipeline_stream_restarted(r->pipeline);
+    r->snapshot_open = false;
+}
+
 static void close_connection(Replication *r)
 {
+    abandon_snapshot(r);
     if (r->fd >= 0) {
         loop_unwatch(r->loop, r->fd);
         r->fd = -1;
@@ -318,6 +359,181 @@ static void send_start(Replication *r)
     buf_free(&sql);
 }
 
+/* ---- slot creation and the initial snapshot ------------------------------ */
+
+static bool snapshot_wanted(const Replication *r)
+{
+    return r->cfg->source.snapshot == SNAPSHOT_INITIAL;
+}
+
+static void create_slot(Replication *r)
+{
+    Buf sql = BUF_INIT;
+    PfError err;
+
+    if (snapshot_wanted(r)) {
+        /* Before the slot exists: a crash right after creating it must not
+         * leave a slot that looks like one whose snapshot finished. */
+        SnapState st = {SNAP_STATE_IN_PROGRESS, LSN_INVALID};
+
+        if (!snap_state_write(r->cfg->source.state_dir, slot_name(r), &st, &err)) {
+            fail(r, &err);
+            return;
+        }
+    }
+    log_info(COMPONENT, "creating replication slot \"%s\" (wal2json%s)", slot_name(r),
+             snapshot_wanted(r) ? ", exporting a snapshot for the initial load" : "");
+    repl_cmd_create_slot(&sql, slot_name(r), snapshot_wanted(r));
+    send_command(r, STEP_CREATE_SLOT, sql.data);
+    buf_free(&sql);
+}
+
+/* An existing slot whose snapshot never finished: end its walsender, drop it, start over. */
+static void drop_unfinished_slot(Replication *r, const char *state_path)
+{
+    Buf sql = BUF_INIT;
+
+    log_warning(COMPONENT,
+                "the initial snapshot into replication slot \"%s\" did not finish (%s says "
+                "\"in progress\"): dropping the slot and starting over; the sinks receive "
+                "every row again",
+                slot_name(r), state_path);
+    r->resync = true;
+    repl_cmd_terminate_slot_holder(&sql, r->conn, slot_name(r));
+    send_command(r, STEP_TERMINATE, sql.data);
+    buf_free(&sql);
+}
+
+/* The slot lookup's outcome: create it, or start over, or stream from it. */
+static void slot_checked(Replication *r, bool exists)
+{
+    SnapState st;
+    PfError err;
+    Buf path = BUF_INIT;
+
+    if (!snapshot_wanted(r)) {
+        if (exists)
+            send_start(r);
+        else
+            create_slot(r);
+        return;
+    }
+    if (!snap_state_read(r->cfg->source.state_dir, slot_name(r), &st, &err)) {
+        fail(r, &err);
+        return;
+    }
+    if (!exists) {
+        /* A state file means the sinks hold rows of an earlier slot of this name. */
+        r->resync = st.kind != SNAP_STATE_NONE;
+        create_slot(r);
+        return;
+    }
+    snap_state_path(&path, r->cfg->source.state_dir, slot_name(r));
+    if (st.kind == SNAP_STATE_IN_PROGRESS) {
+        drop_unfinished_slot(r, path.data);
+    } else {
+        if (st.kind == SNAP_STATE_NONE)
+            log_info(COMPONENT,
+                     "replication slot \"%s\" exists and %s does not: assuming its initial "
+                     "snapshot finished (drop the slot to load the tables again)",
+                     slot_name(r), path.data);
+        send_start(r);
+    }
+    buf_free(&path);
+}
+
+/* CREATE_REPLICATION_SLOT answered: record the consistent point, start the snapshot. */
+static void start_snapshot(Replication *r, const PGresult *res)
+{
+    const char *pos = PQgetvalue(res, 0, 1);
+    SnapState st = {SNAP_STATE_IN_PROGRESS, LSN_INVALID};
+    SnapshotParams params;
+    PfError err;
+
+    if (PQnfields(res) < 3 || PQgetisnull(res, 0, 2) ||
+        !lsn_parse(pos, strlen(pos), &st.consistent_lsn)) {
+        err_set(&err, ERR_FATAL, "could not start the initial snapshot: CREATE_REPLICATION_SLOT "
+                                 "returned no consistent point or snapshot name");
+        fail(r, &err);
+        return;
+    }
+    if (!snap_state_write(r->cfg->source.state_dir, slot_name(r), &st, &err)) {
+        fail(r, &err);
+        return;
+    }
+    params.slot = slot_name(r);
+    params.snapshot_name = PQgetvalue(res, 0, 2);
+    params.consistent_lsn = st.consistent_lsn;
+    params.resync = r->resync;
+    params.session_options = r->session_options;
+    snapshot_free(r->snapshot);
+    r->step = STEP_SNAPSHOT;
+    r->step_deadline = TIME_NEVER;
+    set_state(r, REPL_SNAPSHOT);
+    watch_socket(r);
+    r->snapshot = snapshot_new(r->cfg, r->loop, r->pipeline, &r->catalog, &params);
+    r->snapshot_open = true;
+}
+
+/*
+ * The snapshot is durable when the pipeline confirms its consistent point
+ * (one transaction ending there). Then the state file says so and the
+ * snapshot is over. False while it is not (or on a failure: r failed).
+ */
+static bool settle_snapshot(Replication *r)
+{
+    Lsn cp;
+    SnapState st;
+    PfError err;
+
+    if (!r->snapshot_open || snapshot_phase(r->snapshot) != SNAPSHOT_SUBMITTED)
+        return false;
+    cp = snapshot_consistent_lsn(r->snapshot);
+    if (pipeline_confirmed_lsn(r->pipeline) < cp)
+        return false;
+    st.kind = SNAP_STATE_DONE;
+    st.consistent_lsn = cp;
+    r->snapshot_open = false;
+    snapshot_mark_done(r->snapshot);
+    r->resync = false;
+    if (!snap_state_write(r->cfg->source.state_dir, slot_name(r), &st, &err)) {
+        fail(r, &err);
+        return false;
+    }
+    return true;
+}
+
+/* Before-sleep work while the snapshot runs; returns the next deadline. */
+static TimeUs poll_snapshot(Replication *r, TimeUs now)
+{
+    TimeUs next;
+    PfError err;
+
+    if (r->stop_reading) {
+        /* Rows not yet read are dropped; rows submitted are drained by the daemon. */
+        if (snapshot_phase(r->snapshot) == SNAPSHOT_RUNNING)
+            abandon_snapshot(r);
+        settle_snapshot(r);
+        return TIME_NEVER;
+    }
+    next = snapshot_poll(r->snapshot, now);
+    if (snapshot_phase(r->snapshot) == SNAPSHOT_FAILED) {
+        err = *snapshot_error(r->snapshot);
+        abandon_snapshot(r);
+        if (err.kind == ERR_FATAL)
+            fail(r, &err);
+        else
+            retry_later(r, &err, false);
+        return r->state == REPL_FAILED ? TIME_NEVER : r->retry_at;
+    }
+    if (settle_snapshot(r)) {
+        set_state(r, REPL_CONNECTING);
+        send_start(r);
+        return r->step_deadline;
+    }
+    return next;
+}
+
 /* Classifies a failed command's result (see repl_classify_error). */
 static void result_error(Replication *r, const PGresult *res, const char *what, PfError *err,
                          bool *busy_slot)
@@ -375,17 +591,11 @@ static void handle_result(Replication *r, PGresult *res)
             retry_later(r, &err, busy);
             return;
         }
-        {
-            Catalog catalog = {0};
-            bool ok;
-
-            repl_read_catalog(res, &catalog);
-            ok = pipeline_prepare(r->pipeline, &catalog, &err);
-            catalog_clear(&catalog);
-            if (!ok) {
-                fail(r, &err);
-                return;
-            }
+        /* Kept for the initial snapshot (replaced at every reconnect). */
+        repl_read_catalog(res, &r->catalog);
+        if (!pipeline_prepare(r->pipeline, &r->catalog, &err)) {
+            fail(r, &err);
+            return;
         }
         send_check_slot(r);
         return;
@@ -402,23 +612,50 @@ static void handle_result(Replication *r, PGresult *res)
                 fail(r, &err);
                 return;
             }
-            if (!exists) {
-                Buf sql = BUF_INIT;
-                log_info(COMPONENT, "creating replication slot \"%s\" (wal2json)", slot_name(r));
-                repl_cmd_create_slot(&sql, slot_name(r));
-                send_command(r, STEP_CREATE_SLOT, sql.data);
-                buf_free(&sql);
-                return;
-            }
+            slot_checked(r, exists);
         }
-        send_start(r);
         return;
+
+    case STEP_TERMINATE:
+        if (st != PGRES_TUPLES_OK) {
+            result_error(r, res, "end the walsender holding the replication slot", &err, &busy);
+            retry_later(r, &err, busy);
+            return;
+        }
+        {
+            Buf sql = BUF_INIT;
+            repl_cmd_drop_slot(&sql, slot_name(r));
+            send_command(r, STEP_DROP_SLOT, sql.data);
+            buf_free(&sql);
+        }
+        return;
+
+    case STEP_DROP_SLOT: {
+        const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+        /* 42704: gone meanwhile, which is what we wanted. */
+        if (st != PGRES_COMMAND_OK && !(sqlstate && strcmp(sqlstate, "42704") == 0)) {
+            result_error(r, res, "drop the replication slot of the unfinished snapshot", &err,
+                         &busy);
+            retry_later(r, &err, busy);
+            return;
+        }
+        log_info(COMPONENT, "dropped replication slot \"%s\"", slot_name(r));
+        create_slot(r);
+        return;
+    }
 
     case STEP_CREATE_SLOT:
         if (st != PGRES_TUPLES_OK) {
             const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             if (sqlstate && strcmp(sqlstate, "42710") == 0) {
-                /* Another instance created it meanwhile: look again. */
+                /* Another instance created it meanwhile: look again. Its snapshot is
+                 * not ours to track (ours never started). */
+                if (snapshot_wanted(r) &&
+                    !snap_state_remove(r->cfg->source.state_dir, slot_name(r), &err)) {
+                    fail(r, &err);
+                    return;
+                }
                 send_check_slot(r);
                 return;
             }
@@ -431,7 +668,10 @@ static void handle_result(Replication *r, PGresult *res)
         }
         log_info(COMPONENT, "created replication slot \"%s\" at %s", slot_name(r),
                  PQgetvalue(res, 0, 1));
-        send_start(r);
+        if (snapshot_wanted(r))
+            start_snapshot(r, res);
+        else
+            send_start(r);
         return;
 
     case STEP_START:
@@ -697,6 +937,10 @@ static void on_socket(void *arg, int fd, unsigned events)
         continue_connect(r);
         return;
     }
+    if (r->step == STEP_SNAPSHOT) {
+        watch_socket(r); /* not watched while the snapshot runs */
+        return;
+    }
     if (events & LOOP_WRITE) {
         int rc = PQflush(r->conn);
         if (rc < 0) {
@@ -741,6 +985,8 @@ void repl_free(Replication *r)
         return;
     close_connection(r);
     w2j_free(r->decoder);
+    snapshot_free(r->snapshot);
+    catalog_clear(&r->catalog);
     free(r->session_options);
     free(r);
 }
@@ -752,6 +998,10 @@ void repl_start(Replication *r)
     free(r->session_options);
     r->session_options = repl_session_options(r->cfg->source.dsn, &err);
     if (!r->session_options) {
+        fail(r, &err);
+        return;
+    }
+    if (snapshot_wanted(r) && !snap_state_check_dir(r->cfg->source.state_dir, &err)) {
         fail(r, &err);
         return;
     }
@@ -778,6 +1028,8 @@ TimeUs repl_poll(Replication *r, TimeUs now)
     case REPL_STOPPED:
     case REPL_FAILED:
         return TIME_NEVER;
+    case REPL_SNAPSHOT:
+        return poll_snapshot(r, now);
     case REPL_CONNECTING:
         if (r->stop_reading) {
             close_connection(r);
@@ -834,6 +1086,8 @@ TimeUs repl_poll(Replication *r, TimeUs now)
 void repl_stop_reading(Replication *r)
 {
     r->stop_reading = true;
+    if (r->state == REPL_SNAPSHOT && snapshot_phase(r->snapshot) == SNAPSHOT_RUNNING)
+        abandon_snapshot(r);
     if (r->step == STEP_STREAM && !pipeline_in_transaction(r->pipeline))
         r->reading_stopped = true;
     if (r->conn)
@@ -853,6 +1107,9 @@ void repl_finish(Replication *r)
     char buf[ERR_MSG_SIZE];
 
     if (r->state != REPL_STREAMING) {
+        /* A snapshot the sinks made durable while draining is done. */
+        if (r->state == REPL_SNAPSHOT)
+            settle_snapshot(r);
         close_connection(r);
         if (r->state != REPL_FAILED)
             set_state(r, REPL_STOPPED);
@@ -892,6 +1149,8 @@ const char *repl_state_name(ReplState state)
     switch (state) {
     case REPL_CONNECTING:
         return "connecting";
+    case REPL_SNAPSHOT:
+        return "snapshot";
     case REPL_STREAMING:
         return "streaming";
     case REPL_WAITING_FOR_SLOT:
@@ -926,4 +1185,9 @@ Lsn repl_server_wal_end(const Replication *r)
 Lsn repl_sent_flush_lsn(const Replication *r)
 {
     return r->sent_flush_lsn;
+}
+
+const Snapshot *repl_snapshot(const Replication *r)
+{
+    return r->snapshot;
 }

@@ -2,7 +2,10 @@
  * replication.h - the logical replication client (libpq, non-blocking).
  *
  * Drives one connection through the loop: connect, IDENTIFY_SYSTEM, check
- * the configured tables, check or create the slot, START_REPLICATION with
+ * the configured tables, check or create the slot (with snapshot = initial:
+ * export a snapshot and run the initial snapshot, daemon/snapshot.h, until
+ * every sink holds it durably; an existing slot whose snapshot never
+ * finished is dropped and created again, daemon/snapshot_state.h), START_REPLICATION with
  * wal2json format-version 2, then stream: decode each XLogData message and
  * hand it to the pipeline, answer keepalives, and send standby status
  * updates carrying the pipeline's confirmed position (never anything
@@ -21,9 +24,11 @@
 #include "../sinks/sink.h"
 #include "../common/loop.h"
 #include "pipeline.h"
+#include "snapshot.h"
 
 typedef enum ReplState {
     REPL_CONNECTING = 0, /* connecting and running the start-up commands */
+    REPL_SNAPSHOT,       /* the initial snapshot runs; streaming starts when it is durable */
     REPL_STREAMING,
     REPL_WAITING_FOR_SLOT, /* slot held by another consumer: standby */
     REPL_RECONNECTING,     /* connection lost or refused: waiting to retry */
@@ -71,5 +76,8 @@ const PfError *repl_error(const Replication *r); /* last error, fatal or not */
 Lsn repl_received_lsn(const Replication *r);  /* highest commit/keepalive position seen */
 Lsn repl_server_wal_end(const Replication *r); /* server's WAL end from the last message */
 Lsn repl_sent_flush_lsn(const Replication *r); /* last flush position sent to the server */
+
+/* The initial snapshot of this run (running or finished), or NULL; borrowed. */
+const Snapshot *repl_snapshot(const Replication *r);
 
 #endif

@@ -216,6 +216,10 @@ static void render_status(void *arg, Buf *out)
     slot_monitor_render_json(d->monitor, out, now_wall);
     buf_append_char(out, ',');
     reload_render_json(&d->reload, out);
+    if (repl_snapshot(d->repl)) {
+        buf_append_char(out, ',');
+        snapshot_render_json(repl_snapshot(d->repl), out, clock_mono_us());
+    }
     buf_append_str(out, ",\"sinks\":[");
     for (size_t i = 0; i < pipeline_sink_count(d->pipeline); i++) {
         SinkStatus st;
@@ -252,8 +256,9 @@ static const char *current_state(const Daemon *d)
 }
 
 /* Every value current_state() can return, so each has a 0/1 series. */
-static const char *const all_states[] = {"connecting", "streaming", "waiting_for_slot",
-                                         "reconnecting", "stopping", "stopped", "failed"};
+static const char *const all_states[] = {"connecting", "snapshot", "streaming",
+                                         "waiting_for_slot", "reconnecting", "stopping",
+                                         "stopped", "failed"};
 
 static void gauge(Buf *out, const char *name, const char *help, unsigned long long value)
 {
@@ -432,7 +437,9 @@ static TimeUs tell_systemd(Daemon *d, TimeUs now)
     ReplState st = repl_state(d->repl);
     TimeUs next = TIME_NEVER;
 
-    if (!d->ready_sent && (st == REPL_STREAMING || st == REPL_WAITING_FOR_SLOT)) {
+    /* A long initial snapshot is a healthy start, not a hung one. */
+    if (!d->ready_sent &&
+        (st == REPL_STREAMING || st == REPL_WAITING_FOR_SLOT || st == REPL_SNAPSHOT)) {
         notify_ready();
         d->ready_sent = true;
     }

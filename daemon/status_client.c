@@ -655,6 +655,57 @@ static void render_slot_health(const Doc *d, Buf *out)
     buf_free(&warning);
 }
 
+/* The initial snapshot's progress, when the daemon sends it: one line, then one per table. */
+static void render_snapshot(const Doc *d, Buf *out)
+{
+    int snap = obj_get(d, 0, "snapshot");
+    int tables = obj_get(d, snap, "tables");
+    int i;
+
+    if (snap < 0 || d->tok[snap].type != JSMN_OBJECT)
+        return;
+    buf_append_str(out, "snapshot ");
+    field(d, snap, "state", out);
+    buf_append_str(out, ": ");
+    field(d, snap, "rows", out);
+    buf_append_str(out, " of ~");
+    field(d, snap, "estimated_rows", out);
+    buf_append_str(out, " rows, ");
+    field(d, snap, "rows_per_second", out);
+    buf_append_str(out, " rows/s, ETA ");
+    field(d, snap, "eta_seconds", out);
+    buf_append_str(out, " s, ");
+    field(d, snap, "elapsed_seconds", out);
+    buf_append_str(out, " s elapsed, consistent point ");
+    field(d, snap, "consistent_lsn", out);
+    buf_append_char(out, '\n');
+    if (tables < 0 || d->tok[tables].type != JSMN_ARRAY)
+        return;
+    i = tables + 1;
+    for (int k = 0; k < d->tok[tables].size; k++) {
+        Buf done = BUF_INIT;
+
+        buf_append_str(out, "  ");
+        field(d, i, "table", out);
+        buf_append_str(out, "  ");
+        field(d, i, "rows", out);
+        field(d, i, "done", &done);
+        if (strcmp(done.data, "true") == 0) {
+            buf_append_str(out, " rows, done");
+        } else {
+            buf_append_str(out, " of ~");
+            field(d, i, "estimated_rows", out);
+            buf_append_str(out, " rows, ranges ");
+            field(d, i, "ranges_done", out);
+            buf_append_char(out, '/');
+            field(d, i, "ranges", out);
+        }
+        buf_append_char(out, '\n');
+        buf_free(&done);
+        i = tok_skip(d, i);
+    }
+}
+
 static void render_table(const Doc *d, Buf *out)
 {
     Buf last = BUF_INIT;
@@ -687,6 +738,7 @@ static void render_table(const Doc *d, Buf *out)
     format_uptime(d, 0, out);
     buf_append_char(out, '\n');
     render_slot_health(d, out);
+    render_snapshot(d, out);
 
     field(d, 0, "last_error", &last);
     if (strcmp(last.data, "-") != 0)
@@ -759,9 +811,12 @@ static int check_document(const Doc *d, const StatusCheck *check, Buf *out)
     double lag_b = num_field(d, 0, "lag_bytes", 0);
     int sinks = obj_get(d, 0, "sinks");
     int code = STATUS_EXIT_UNHEALTHY;
+    bool snapshot;
 
     field(d, 0, "state", &state);
-    if (strcmp(state.data, "streaming") != 0) {
+    /* The initial snapshot is healthy work; lag limits are for the stream, which waits. */
+    snapshot = strcmp(state.data, "snapshot") == 0;
+    if (!snapshot && strcmp(state.data, "streaming") != 0) {
         field(d, 0, "last_error", &detail);
         buf_printf(out, "UNHEALTHY: state is %s", state.data);
         if (strcmp(detail.data, "-") != 0)
@@ -790,6 +845,16 @@ static int check_document(const Doc *d, const StatusCheck *check, Buf *out)
                 goto done;
             i = tok_skip(d, i);
         }
+    }
+    if (snapshot) {
+        int snap = obj_get(d, 0, "snapshot");
+        buf_append_str(out, "OK: initial snapshot, ");
+        field(d, snap, "rows", out);
+        buf_append_str(out, " of ~");
+        field(d, snap, "estimated_rows", out);
+        buf_append_str(out, " rows");
+        code = STATUS_EXIT_OK;
+        goto done;
     }
     if (check->max_lag_seconds >= 0 && lag_s > check->max_lag_seconds) {
         buf_printf(out, "UNHEALTHY: lag %.3f s exceeds --max-lag-seconds %g", lag_s,

@@ -131,7 +131,28 @@ typedef struct Change {
     bool transactional;
     Str prefix;
     Str content;
+
+    /*
+     * 0 (CHANGE_SNAP_NONE) for everything the stream carries. The initial
+     * snapshot (daemon/snapshot.h) reads the tables into one pseudo-
+     * transaction: its BEGIN, COMMIT, rows (INSERT) and, when the sinks may
+     * hold rows of an earlier slot, one TRUNCATE per table first, all carry
+     * CHANGE_SNAP_ROW, except the last row of the whole snapshot, which
+     * carries CHANGE_SNAP_LAST. Their end_lsn is the slot's consistent point;
+     * the rows' lsn is the slot's starting WAL position minus one: below
+     * every change the slot will stream (a transaction still open at the
+     * consistent point streams changes older than that point), above
+     * everything an earlier slot sent. LSN-versioned sinks therefore let any
+     * streamed change win over a snapshot row, and a new snapshot win over
+     * an old one.
+     */
+    uint8_t snapshot;
 } Change;
+
+/* Values of Change.snapshot. */
+#define CHANGE_SNAP_NONE 0
+#define CHANGE_SNAP_ROW 1
+#define CHANGE_SNAP_LAST 2
 
 /* "B", "C", "I", ... for logs. */
 const char *change_kind_name(ChangeKind kind);

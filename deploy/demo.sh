@@ -1,49 +1,64 @@
 #!/usr/bin/env bash
-# demo.sh - see pgfan stream a live shop's changes into an NDJSON file.
+# demo.sh - see pgfan stream a live shop into a file, Kafka, Elasticsearch and
+# always-current KPI tables.
 #
-#   deploy/demo.sh [--once] [--seconds N] [--rate N] [--keep]
+#   deploy/demo.sh [--once] [--seconds N] [--rate N] [--keep] [--build DIR]
 #
 # On a fresh Debian 12, as root: installs the missing packages
-# (deploy/install-deps.sh), builds pgfan (meson + ninja in ./build), starts a
-# throwaway PostgreSQL 15 (tests/harness/pg.sh), loads the shop
-# (deploy/shop/*.sql), starts pgfan with deploy/demo.conf, runs a live
-# workload for --seconds (default 60) while showing `pgfan status`, the
-# number of events written and the last one every 5 s, then waits until
-# pgfan has confirmed everything the workload wrote and prints a summary.
-# It also checks that the file holds exactly the row changes PostgreSQL
-# decoded (a second slot counts them).
+# (deploy/install-deps.sh), builds pgfan and the shop simulator (meson +
+# ninja in ./build), starts a throwaway PostgreSQL 15 (tests/harness/pg.sh),
+# loads 12 months of shop history with `pgfan-shop-sim history` (2000 stores,
+# 30000 customers, 200000 orders), starts the Elasticsearch 8 test server
+# (tests/es_server/es_server.py) and pgfan with deploy/demo.conf plus
+# deploy/shop/aggregates.conf: the NDJSON file sink, Kafka through
+# librdkafka's mock cluster, Elasticsearch and the aggregates, whose KPI
+# views (deploy/shop/analytics_views.sql) it loads once pgfan made the tables.
+# Then `pgfan-shop-sim live` plays the shop's API (orders created with their
+# items, paid, shipped, delivered, cancelled, refunded; customers signing
+# up) for --seconds (default 60) while the demo shows `pgfan status` and GMV
+# by country every 5 s. Afterwards it waits until pgfan has confirmed
+# everything and checks the sinks:
+#   - the file holds exactly the row changes PostgreSQL decoded (a second
+#     slot counts them);
+#   - the aggregate gmv_daily equals the GROUP BY over the orders table;
+#   - Elasticsearch holds one document per order that changed while pgfan ran.
 #
-# Without --once, PostgreSQL and pgfan stay up until Ctrl-C, so you can
-# look around (the summary says how). Everything it started is stopped on
-# exit, the throwaway cluster is deleted, and the run directory (config,
-# log, NDJSON) is deleted too unless --keep is given or something failed.
+# Without --once, PostgreSQL, pgfan and Elasticsearch stay up until Ctrl-C,
+# so you can look around (the summary says how). Everything it started is
+# stopped on exit, the throwaway cluster is deleted, and the run directory
+# (config, logs, NDJSON) is deleted too unless --keep is given or something
+# failed.
 #
 # Exit status: 0 on success (also after Ctrl-C once the demo is up),
-# non-zero with a message on stderr otherwise.
+# 1 with a message on stderr when something fails, 2 on bad arguments.
 
 # The cleanup functions run from traps, which shellcheck cannot see.
 # shellcheck disable=SC2317
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-PGFAN=$ROOT/build/daemon/pgfan
 PGSH=$ROOT/tests/harness/pg.sh
+ES_SERVER=$ROOT/tests/es_server/es_server.py
 
+BUILD=build
 DURATION=60
-RATE=500          # changes per second the workload aims at
+RATE=500          # row changes per second the shop's API aims at
 ONCE=0
 KEEP=0
 CATCHUP_TIMEOUT=120
 STOP_TIMEOUT=75   # > pgfan's default shutdown_timeout (60 s)
+# History size: loads in a few seconds here (about 650,000 rows).
+HISTORY=(--months 12 --stores 2000 --customers 30000 --orders 200000 --seed 42)
 
 usage() {
     cat <<EOF
-usage: deploy/demo.sh [--once] [--seconds N] [--rate N] [--keep]
+usage: deploy/demo.sh [--once] [--seconds N] [--rate N] [--keep] [--build DIR]
 
   --once        stop by itself after the summary (default: keep running until Ctrl-C)
-  --seconds N   run the live workload for N seconds (default $DURATION)
+  --seconds N   run the live traffic for N seconds (default $DURATION)
   --rate N      aim at about N row changes per second (default $RATE)
-  --keep        keep the run directory (config, pgfan log, NDJSON output) at exit
+  --keep        keep the run directory (config, logs, NDJSON output) at exit
+  --build DIR   meson build directory, relative to the checkout (default $BUILD)
 EOF
 }
 
@@ -62,11 +77,19 @@ while (($#)); do
         if [[ "$1" == --seconds ]]; then DURATION=$2; else RATE=$2; fi
         shift
         ;;
+    --build)
+        [[ $# -ge 2 && -n "$2" ]] || { echo "demo: --build needs a directory" >&2; usage >&2; exit 2; }
+        BUILD=$2
+        shift
+        ;;
     -h | --help) usage; exit 0 ;;
     *) echo "demo: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
+
+PGFAN=$ROOT/$BUILD/daemon/pgfan
+SIM=$ROOT/$BUILD/tools/pgfan-shop-sim
 
 say() {
     printf '\n\033[1m== %s\033[0m\n' "$*"
@@ -82,16 +105,17 @@ lsn_int() {
 
 RUN=""
 PGFAN_PID=""
-WORKLOAD_PID=""
+LIVE_PID=""
+ES_PID=""
 PG_STARTED=0
 READY=0       # the demo is up: Ctrl-C from now on is the normal way out
 CLEANED=0
 
-stop_workload() {
-    [[ -n "$WORKLOAD_PID" ]] || return 0
-    kill -TERM "$WORKLOAD_PID" 2>/dev/null || true
-    wait "$WORKLOAD_PID" 2>/dev/null || true
-    WORKLOAD_PID=""
+stop_live() {
+    [[ -n "$LIVE_PID" ]] || return 0
+    kill -TERM "$LIVE_PID" 2>/dev/null || true
+    wait "$LIVE_PID" 2>/dev/null || true
+    LIVE_PID=""
 }
 
 # SIGTERM = drain + clean stop; returns pgfan's exit status.
@@ -111,12 +135,19 @@ stop_pgfan() {
     return "$status"
 }
 
+stop_es() {
+    [[ -n "$ES_PID" ]] || return 0
+    kill -TERM "$ES_PID" 2>/dev/null || true
+    wait "$ES_PID" 2>/dev/null || true
+    ES_PID=""
+}
+
 cleanup() {
     local rc=$? pgfan_rc=0
     ((CLEANED)) && return 0
     CLEANED=1
     trap - INT TERM
-    stop_workload
+    stop_live
     if [[ -n "$PGFAN_PID" ]]; then
         echo "demo: stopping pgfan (SIGTERM)"
         stop_pgfan || pgfan_rc=$?
@@ -126,6 +157,7 @@ cleanup() {
             ((rc != 0)) || rc=1
         fi
     fi
+    stop_es
     if ((PG_STARTED)); then
         echo "demo: stopping PostgreSQL"
         "$PGSH" stop "$RUN/pg" || echo "demo: could not stop the PostgreSQL in $RUN/pg" >&2
@@ -134,7 +166,7 @@ cleanup() {
         if ((rc == 0 && !KEEP)); then
             rm -rf "$RUN"
         else
-            echo "demo: run directory kept: $RUN (config, pgfan.log, out/changes.ndjson)"
+            echo "demo: run directory kept: $RUN (config, pgfan.log, live.log, out/changes.ndjson)"
         fi
     fi
     exit "$rc"
@@ -153,32 +185,53 @@ on_signal() {
 trap cleanup EXIT
 trap on_signal INT TERM
 
+# Fails the demo with pgfan's last log lines when pgfan is gone.
+check_pgfan_alive() {
+    kill -0 "$PGFAN_PID" 2>/dev/null && return 0
+    PGFAN_PID=""
+    tail -n 20 "$RUN/pgfan.log" >&2
+    die "pgfan exited $1 (log: $RUN/pgfan.log)"
+}
+
+# GET (or POST with -p) on the Elasticsearch test server; prints the body.
+es() {
+    local method=GET
+    if [[ "$1" == -p ]]; then method=POST; shift; fi
+    python3 - "$ES_URL$1" "$method" <<'EOF'
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], method=sys.argv[2])
+with urllib.request.urlopen(req, timeout=30) as r:
+    sys.stdout.write(r.read().decode())
+EOF
+}
+
 # ---- 1. packages and build ----
 
-say "1/6 packages"
+say "1/7 packages"
 "$ROOT/deploy/install-deps.sh" || die "could not install the build dependencies (see above)"
 
 RUN=$(mktemp -d /tmp/pgfan-demo.XXXXXX)
 chmod 755 "$RUN"      # the postgres user must reach $RUN/pg
 mkdir -p "$RUN/out"
 
-say "2/6 build"
+say "2/7 build"
 (
     cd "$ROOT"
-    if [[ ! -f build/build.ninja ]]; then
-        meson setup build
+    if [[ ! -f $BUILD/build.ninja ]]; then
+        meson setup "$BUILD"
     fi
-    ninja -C build
+    ninja -C "$BUILD"
 ) >"$RUN/build.log" 2>&1 || {
     tail -n 30 "$RUN/build.log" >&2
     die "could not build pgfan (full log: $RUN/build.log)"
 }
 [[ -x "$PGFAN" ]] || die "could not find $PGFAN after the build"
+[[ -x "$SIM" ]] || die "could not find $SIM after the build"
 "$PGFAN" --version
 
-# ---- 2. PostgreSQL + shop ----
+# ---- 2. PostgreSQL + shop history ----
 
-say "3/6 PostgreSQL and the shop database"
+say "3/7 PostgreSQL and 12 months of shop history"
 PG_STARTED=1
 "$PGSH" start "$RUN/pg" >/dev/null || die "could not start a throwaway PostgreSQL (see above)"
 set -a
@@ -191,27 +244,47 @@ for v in $(compgen -e | grep -E '^PGFAN_(SOURCE|STATUS|SINK)_' || true); do
 done
 
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+SHOP_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=shop"
 "${PSQL[@]}" -d postgres -c 'CREATE DATABASE shop' || die "could not create database shop"
-"${PSQL[@]}" -d shop -f "$ROOT/deploy/shop/schema.sql" -f "$ROOT/deploy/shop/seed.sql" \
-    -f "$ROOT/deploy/shop/workload.sql" >/dev/null || die "could not load the shop schema and data"
-"${PSQL[@]}" -d shop -At -F ' ' -c "
-    SELECT 'loaded:', (SELECT count(*) FROM stores) || ' stores,',
-           (SELECT count(*) FROM customers) || ' customers,',
-           (SELECT count(*) FROM products) || ' products,',
-           (SELECT count(*) FROM orders) || ' orders,',
-           (SELECT count(*) FROM order_items) || ' order items'"
+"${PSQL[@]}" -d shop -f "$ROOT/deploy/shop/schema.sql" >/dev/null ||
+    die "could not load deploy/shop/schema.sql"
+"$SIM" history --dsn "$SHOP_DSN" "${HISTORY[@]}" || die "could not load the shop's history (see above)"
+# Elasticsearch writes whole documents: tables with text columns need the
+# old row in UPDATEs (schema.sql sets FULL on orders and order_items).
+"${PSQL[@]}" -d shop -c "ALTER TABLE countries REPLICA IDENTITY FULL;
+    ALTER TABLE stores REPLICA IDENTITY FULL; ALTER TABLE customers REPLICA IDENTITY FULL;
+    ALTER TABLE products REPLICA IDENTITY FULL" || die "could not set REPLICA IDENTITY FULL"
 echo "PostgreSQL 15 on 127.0.0.1:$PGPORT (data in $RUN/pg)"
 
-# ---- 3. pgfan ----
+# ---- 3. Elasticsearch test server ----
 
-say "4/6 pgfan"
+say "4/7 Elasticsearch 8 test server"
+python3 "$ES_SERVER" --port 0 --port-file "$RUN/es.port" >"$RUN/es.log" 2>&1 &
+ES_PID=$!
+deadline=$((SECONDS + 30))
+until [[ -s "$RUN/es.port" ]]; do
+    kill -0 "$ES_PID" 2>/dev/null || { ES_PID=""; cat "$RUN/es.log" >&2; die "the Elasticsearch test server exited"; }
+    ((SECONDS < deadline)) || die "the Elasticsearch test server wrote no port within 30 s ($RUN/es.log)"
+    sleep 0.1
+done
+ES_URL="http://127.0.0.1:$(cat "$RUN/es.port")"
+echo "Elasticsearch test server at $ES_URL, pid $ES_PID, log $RUN/es.log"
+
+# ---- 4. pgfan ----
+
+say "5/7 pgfan: file, Kafka (mock cluster), Elasticsearch, aggregates"
 CONF=$RUN/pgfan.conf
 OUT=$RUN/out/changes.ndjson
 SOCK=$RUN/pgfan.sock
-DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=shop application_name=pgfan-demo"
-sed -e "s|@DSN@|$DSN|" -e "s|@OUT@|$OUT|" -e "s|@SOCKET@|$SOCK|" \
-    "$ROOT/deploy/demo.conf" >"$CONF"
-"$PGFAN" check-config -c "$CONF" || die "pgfan rejected the generated config $CONF"
+DSN="$SHOP_DSN application_name=pgfan-demo"
+{
+    sed -e "s|@DSN@|$DSN|" -e "s|@OUT@|$OUT|" -e "s|@SOCKET@|$SOCK|" -e "s|@ES_URL@|$ES_URL|" \
+        "$ROOT/deploy/demo.conf"
+    echo
+    cat "$ROOT/deploy/shop/aggregates.conf"
+} >"$CONF"
+"$PGFAN" check-config -c "$CONF" >"$RUN/check-config.txt" ||
+    die "pgfan rejected the generated config $CONF"
 
 # A second slot sees the same WAL: at the end it tells how many row changes
 # PostgreSQL decoded, to compare with the file.
@@ -223,84 +296,65 @@ PGFAN_PID=$!
 echo "pgfan running, pid $PGFAN_PID, log $RUN/pgfan.log"
 
 # Changes made before the slot exists are not captured: wait until pgfan
-# has created it and streams from it.
-deadline=$((SECONDS + 30))
+# has created it and streams from it, and until the aggregates are computed
+# from the history.
+deadline=$((SECONDS + 60))
 until [[ "$("${PSQL[@]}" -d shop -At -c \
     "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgfan'")" == t ]] &&
-    "$PGFAN" status -s "$SOCK" --json >/dev/null 2>&1; do
-    if ! kill -0 "$PGFAN_PID" 2>/dev/null; then
-        tail -n 20 "$RUN/pgfan.log" >&2
-        PGFAN_PID=""
-        die "pgfan exited during startup (log: $RUN/pgfan.log)"
-    fi
+    "$PGFAN" status -s "$SOCK" --json >/dev/null 2>&1 &&
+    grep -q 'sink.aggregates: ready' "$RUN/pgfan.log"; do
+    check_pgfan_alive "during startup"
     if ((SECONDS >= deadline)); then
         tail -n 20 "$RUN/pgfan.log" >&2
-        die "pgfan is not streaming from slot \"pgfan\" after 30 s (log: $RUN/pgfan.log)"
+        die "pgfan is not streaming with its aggregates ready after 60 s (log: $RUN/pgfan.log)"
     fi
     sleep 0.2
 done
-echo "pgfan is streaming from slot \"pgfan\""
+grep -h 'sink.aggregates: ready' "$RUN/pgfan.log" | sed 's/^[^ ]* //' | head -n 1
+"${PSQL[@]}" -d shop -f "$ROOT/deploy/shop/analytics_views.sql" >/dev/null ||
+    die "could not load deploy/shop/analytics_views.sql"
+echo "pgfan is streaming from slot \"pgfan\"; KPI views loaded (analytics.*)"
 
-# ---- 4. live workload ----
+# ---- 5. live traffic ----
 
-say "5/6 live workload: ${DURATION}s at about $RATE changes/s"
-BATCH=$(((RATE + 4) / 5))
-(
-    trap 'exit 0' TERM
-    # A batch every 200 ms, on a fixed schedule (nanoseconds): the time a
-    # CALL takes is not added to the period.
-    start=$(date +%s%N)
-    end=$((start + DURATION * 1000000000))
-    i=0
-    while (($(date +%s%N) < end)); do
-        i=$((i + 1))
-        # a new seed per batch (setseed range is -1..1)
-        "${PSQL[@]}" -d shop -c "CALL shop_workload($BATCH, 0.$(printf '%05d' $((i % 100000))))" ||
-            exit 1
-        wait_ns=$((start + i * 200000000 - $(date +%s%N)))
-        if ((wait_ns > 0)); then
-            sleep "$(printf '%d.%09d' $((wait_ns / 1000000000)) $((wait_ns % 1000000000)))"
-        fi
-    done
-) &
-WORKLOAD_PID=$!
+say "6/7 live traffic: ${DURATION}s at about $RATE row changes/s (pgfan-shop-sim live)"
+"$SIM" live --dsn "$SHOP_DSN application_name=shop-api" --rate "$RATE" --seconds "$DURATION" \
+    --seed 7 >"$RUN/live.log" 2>&1 &
+LIVE_PID=$!
+
+GMV_SQL="SELECT country, currency, orders, gmv, pct_of_currency_total AS \"% of currency\"
+         FROM analytics.gmv_by_country ORDER BY orders DESC LIMIT 8"
 
 show_progress() {
-    local lines
     echo "--- $(date +%T)"
     "$PGFAN" status -s "$SOCK" || echo "(pgfan status failed)"
-    lines=$(wc -l <"$OUT" 2>/dev/null || echo 0)
-    echo "events in $OUT: $lines"
-    if ((lines > 0)); then
-        echo "last: $(tail -n 1 "$OUT" | cut -c1-200)"
-    fi
+    echo "events in $OUT: $(wc -l <"$OUT" 2>/dev/null || echo 0)"
+    echo "shop API: $(grep '^live: ' "$RUN/live.log" | tail -n 1 | cut -c7-)"
+    echo "GMV by country (analytics.gmv_by_country, top 8 of 20 by orders):"
+    "${PSQL[@]}" -d shop -c "$GMV_SQL" || echo "(query failed)"
 }
 
-while kill -0 "$WORKLOAD_PID" 2>/dev/null; do
-    # 5 s between displays, but notice the end of the workload sooner
+while kill -0 "$LIVE_PID" 2>/dev/null; do
+    # 5 s between displays, but notice the end of the traffic sooner
     for ((t = 0; t < 10; t++)); do
-        kill -0 "$WORKLOAD_PID" 2>/dev/null || break
+        kill -0 "$LIVE_PID" 2>/dev/null || break
         sleep 0.5
     done
-    kill -0 "$PGFAN_PID" 2>/dev/null || {
-        PGFAN_PID=""
-        tail -n 20 "$RUN/pgfan.log" >&2
-        die "pgfan exited while the workload ran (log: $RUN/pgfan.log)"
-    }
+    check_pgfan_alive "while the live traffic ran"
     show_progress
 done
-wl_rc=0
-wait "$WORKLOAD_PID" || wl_rc=$?
-WORKLOAD_PID=""
-((wl_rc == 0)) || die "the workload failed (status $wl_rc)"
+live_rc=0
+wait "$LIVE_PID" || live_rc=$?
+LIVE_PID=""
+((live_rc == 0)) || { tail -n 5 "$RUN/live.log" >&2; die "the live traffic failed (status $live_rc; $RUN/live.log)"; }
 
-# ---- 5. catch up ----
+# ---- 6. catch up and check ----
 
-say "6/6 catching up"
+say "7/7 catching up and checking the sinks"
 # The insert position: the test cluster commits asynchronously, so the
 # write position (pg_current_wal_lsn) can lag behind the last commits.
 END_LSN=$("${PSQL[@]}" -d shop -At -c 'SELECT pg_current_wal_insert_lsn()')
-echo "workload done; server WAL at $END_LSN; waiting for pgfan to confirm it (at most ${CATCHUP_TIMEOUT}s)"
+echo "traffic done; server WAL at $END_LSN; waiting for pgfan to confirm it (at most ${CATCHUP_TIMEOUT}s)"
 end_int=$(lsn_int "$END_LSN")
 deadline=$((SECONDS + CATCHUP_TIMEOUT))
 confirmed=""
@@ -310,22 +364,17 @@ while :; do
     if [[ -n "$confirmed" ]] && (($(lsn_int "$confirmed") >= end_int)); then
         break
     fi
-    if ! kill -0 "$PGFAN_PID" 2>/dev/null; then
-        PGFAN_PID=""
-        tail -n 20 "$RUN/pgfan.log" >&2
-        die "pgfan exited while catching up (log: $RUN/pgfan.log)"
-    fi
+    check_pgfan_alive "while catching up"
     if ((SECONDS >= deadline)); then
         "$PGFAN" status -s "$SOCK" >&2 || true
         die "pgfan confirmed ${confirmed:-nothing} after ${CATCHUP_TIMEOUT}s, not $END_LSN"
     fi
     sleep 0.2
 done
-echo "pgfan confirmed $confirmed >= $END_LSN"
+echo "pgfan confirmed $confirmed >= $END_LSN: every sink holds everything"
 "$PGFAN" status -s "$SOCK"
 
-# ---- summary ----
-
+# File: exactly what PostgreSQL decoded for the same tables up to END_LSN.
 count() { grep -c "$1" "$OUT" 2>/dev/null || true; }
 total=$(wc -l <"$OUT")
 n_c=$(count '"op":"c"')
@@ -333,11 +382,9 @@ n_u=$(count '"op":"u"')
 n_d=$(count '"op":"d"')
 n_t=$(count '"op":"t"')
 echo
-echo "events written: $total (inserts c=$n_c, updates u=$n_u, deletes d=$n_d, truncates t=$n_t)"
+echo "file: $total events (inserts c=$n_c, updates u=$n_u, deletes d=$n_d, truncates t=$n_t)"
 echo "per table:"
 grep -o '"table":"[^"]*"' "$OUT" | sort | uniq -c | sed 's/"table"://; s/"//g' || true
-
-# What PostgreSQL decoded for the same tables up to END_LSN.
 read -r pg_i pg_u pg_d < <("${PSQL[@]}" -d shop -At -F ' ' -c "
     SELECT count(*) FILTER (WHERE a = 'I'), count(*) FILTER (WHERE a = 'U'), count(*) FILTER (WHERE a = 'D')
     FROM (SELECT data::json->>'action' AS a
@@ -349,25 +396,67 @@ if [[ "$n_c $n_u $n_d" != "$pg_i $pg_u $pg_d" ]]; then
     die "the file does not match what PostgreSQL decoded (c/u/d $n_c/$n_u/$n_d vs $pg_i/$pg_u/$pg_d)"
 fi
 ((total > 0)) || die "pgfan wrote no events"
-echo "the file matches what PostgreSQL decoded"
+echo "check: the file matches what PostgreSQL decoded"
 
-# The same events in Kafka: pgfan runs librdkafka's mock cluster (brokers = mock:3).
+# Aggregates: gmv_daily equals the batch GROUP BY it declares (both ways).
+agg_diff=$("${PSQL[@]}" -d shop -At -c "
+    WITH batch AS (
+        SELECT (created_at AT TIME ZONE 'UTC')::date AS day, store_id, currency,
+               count(*) AS orders, sum(total_amount) AS gmv
+        FROM orders WHERE status <> 'cancelled' GROUP BY 1, 2, 3),
+    kept AS (SELECT day, store_id, currency, orders, gmv FROM analytics.gmv_daily)
+    SELECT (SELECT count(*) FROM (TABLE kept EXCEPT ALL TABLE batch) a)
+         + (SELECT count(*) FROM (TABLE batch EXCEPT ALL TABLE kept) b)")
+agg_rows=$("${PSQL[@]}" -d shop -At -c "SELECT count(*) FROM analytics.gmv_daily")
+[[ "$agg_diff" == 0 ]] || die "analytics.gmv_daily differs from the GROUP BY over orders in $agg_diff rows"
+echo "check: analytics.gmv_daily ($agg_rows rows) equals its GROUP BY over the orders table"
+
+# Elasticsearch: one live document per order that changed while pgfan ran.
+es -p /orders/_refresh >/dev/null || die "could not refresh the orders indices"
+es_orders=$(es /orders/_count | python3 -c 'import json, sys; print(json.load(sys.stdin)["count"])')
+file_orders=$(python3 - "$OUT" <<'EOF'
+import json, sys
+ids = set()
+with open(sys.argv[1]) as f:
+    for line in f:
+        e = json.loads(line)
+        if e["source"]["table"] == "orders":
+            ids.add((e.get("after") or e.get("before"))["id"])
+print(len(ids))
+EOF
+)
+[[ "$es_orders" == "$file_orders" ]] ||
+    die "Elasticsearch holds $es_orders orders, the file changed $file_orders distinct orders"
+echo "check: Elasticsearch holds $es_orders order documents, one per order the file saw change"
+
+# Kafka: the same events through pgfan's mock cluster (brokers = mock:3).
 KAFKA=$(sed -n 's/.*read it with: kcat -b \([^ ]*\) .*/\1/p' "$RUN/pgfan.log" | tail -n 1)
 if [[ -n "$KAFKA" ]] && command -v kcat >/dev/null; then
     n_kafka=$(timeout 30 kcat -b "$KAFKA" -C -t shop.public.orders -e -q -f '%k\n' 2>/dev/null | wc -l || true)
-    echo "Kafka (mock cluster at $KAFKA): $n_kafka messages in topic shop.public.orders" \
-        "(changes of orders, plus a tombstone after each delete)"
+    echo "Kafka (mock cluster at $KAFKA): $n_kafka messages in topic shop.public.orders"
 fi
+
+echo
+echo "GMV by country, all 20 (analytics.gmv_by_country):"
+"${PSQL[@]}" -d shop -c "SELECT * FROM analytics.gmv_by_country ORDER BY currency, gmv DESC"
 
 cat <<EOF
 
 Where to look:
-  events:   $OUT            (tail -f, or: tail -n 1 $OUT | python3 -m json.tool)
-  status:   $PGFAN status -s $SOCK [--json]
-  database: psql "host=$PGHOST port=$PGPORT user=$PGUSER dbname=shop"
-  more traffic: psql "host=$PGHOST port=$PGPORT user=$PGUSER dbname=shop" -c "CALL shop_workload(1000, 0.5)"
-  kafka:    kcat -b ${KAFKA:-<address in the pgfan log>} -C -t shop.public.orders -e -f '%k %s\n'   (also shop.public.order_items, ...)
-  pgfan log: $RUN/pgfan.log
+  events:    $OUT
+             (tail -f, or: tail -n 1 $OUT | python3 -m json.tool)
+  kafka:     kcat -b ${KAFKA:-<address in the pgfan log>} -C -t shop.public.orders -e -f '%k %s\n'
+             (also shop.public.order_items, shop.public.customers, ...)
+  KPIs:      psql "$SHOP_DSN" -c 'SELECT * FROM analytics.gmv_by_country ORDER BY currency, gmv DESC'
+             psql "$SHOP_DSN" -c 'SELECT * FROM analytics.top_stores(10)'
+             psql "$SHOP_DSN" -c '\dv analytics.*'      (every view: deploy/shop/analytics_views.sql)
+  search:    curl -s '$ES_URL/_cat/indices?v&s=index'
+             curl -s '$ES_URL/orders/_count'
+             curl -s '$ES_URL/orders/_search?q=status:refunded&size=3' | python3 -m json.tool
+             curl -s '$ES_URL/customers-live/_search?q=name:silva&size=3' | python3 -m json.tool
+  status:    $PGFAN status -s $SOCK [--json]
+  traffic:   $SIM live --dsn "$SHOP_DSN" --rate 200
+  logs:      $RUN/pgfan.log, $RUN/live.log, $RUN/es.log
   config:    $CONF
 EOF
 
@@ -379,7 +468,7 @@ fi
 
 READY=1
 echo
-echo "pgfan and PostgreSQL keep running; press Ctrl-C to stop them and clean up."
+echo "pgfan, PostgreSQL and Elasticsearch keep running; press Ctrl-C to stop them and clean up."
 pgfan_rc=0
 wait "$PGFAN_PID" || pgfan_rc=$?
 # Only reached when pgfan stopped by itself.

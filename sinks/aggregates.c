@@ -349,6 +349,8 @@ static bool agg_submit(void *self, const Change *c, PfError *err)
     if (!s->started)
         return err_set(err, ERR_FATAL, "could not take a change: the aggregates sink has not "
                        "read its applied position yet (can_accept() said no)");
+    if (c->snapshot && c->kind != CHANGE_BEGIN && c->kind != CHANGE_COMMIT)
+        return true; /* initial snapshot rows: the history comes from our own BUILD */
     switch (c->kind) {
     case CHANGE_BEGIN:
         /* an open transaction was abandoned: it comes again, positions skip what we took */

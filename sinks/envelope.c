@@ -125,7 +125,8 @@ bool envelope_append(Buf *out, const Change *change, const SourceInfo *source, T
 
     switch (change->kind) {
     case CHANGE_INSERT:
-        op = "c";
+        /* Debezium's "read": a row of the initial snapshot. */
+        op = change->snapshot != CHANGE_SNAP_NONE ? "r" : "c";
         has_after = true;
         break;
     case CHANGE_UPDATE:
@@ -187,7 +188,13 @@ bool envelope_append(Buf *out, const Change *change, const SourceInfo *source, T
         buf_append_i64(out, change->commit_time / USECS_PER_MSEC);
     else
         APPEND_LIT(out, "null");
-    APPEND_LIT(out, ",\"snapshot\":\"false\"},\"op\":\"");
+    /* Debezium's source.snapshot: "last" on the final row of the snapshot. */
+    if (change->snapshot == CHANGE_SNAP_LAST)
+        APPEND_LIT(out, ",\"snapshot\":\"last\"},\"op\":\"");
+    else if (change->snapshot != CHANGE_SNAP_NONE)
+        APPEND_LIT(out, ",\"snapshot\":\"true\"},\"op\":\"");
+    else
+        APPEND_LIT(out, ",\"snapshot\":\"false\"},\"op\":\"");
     buf_append_str(out, op);
     APPEND_LIT(out, "\",\"ts_ms\":");
     buf_append_i64(out, now_wall / USECS_PER_MSEC);

@@ -8,6 +8,8 @@
  *    "connector":"pgfan","name":"shop","db":"shop","schema":"public",
  *    "table":"orders","lsn":351232112,"txId":4896,"ts_ms":1763632800000,
  *    "snapshot":"false"},"op":"c","ts_ms":1763632800123}
+ * Rows of the initial snapshot have op "r" and source.snapshot "true"
+ * ("last" on the final row of the whole snapshot), as Debezium's do.
  * Numeric values keep their exact digits; timestamps become ISO-8601 (UTC
  * for timestamptz); bytea becomes base64; a column the server did not send
  * (unchanged TOAST value) is absent, never null.

@@ -8,7 +8,7 @@
  * envelope as the file sink (envelope.h), so consumers read pgfan topics as
  * they read Debezium's. Headers: pgfan.lsn (the change's own LSN),
  * pgfan.commit_lsn (the end LSN of its transaction's commit), pgfan.xid
- * and pgfan.op (c, u, d, t), LSNs as decimal numbers like source.lsn. A
+ * and pgfan.op (c, u, d, t; r for snapshot rows), LSNs as decimal numbers like source.lsn. A
  * delete is followed by a tombstone (same key, null value) unless
  * tombstones = off, so compacted topics forget deleted rows.
  *
@@ -503,7 +503,8 @@ static bool submit_row(KafkaSink *s, const Change *c, PfError *err)
     snprintf(m.commit_lsn, sizeof m.commit_lsn, "%llu", (unsigned long long)c->end_lsn);
     if (c->has_xid)
         snprintf(m.xid, sizeof m.xid, "%u", c->xid);
-    memcpy(m.op, op_of(c->kind), 2);
+    /* an initial snapshot row is Debezium's "r" (read), as in the envelope */
+    memcpy(m.op, c->snapshot && c->kind == CHANGE_INSERT ? "r" : op_of(c->kind), 2);
     s->events++;
     if (!send_msg(s, &m, err))
         return false;

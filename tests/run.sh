@@ -213,7 +213,7 @@ run_tests() {
 # The pure unit suites once more under valgrind (memcheck, leaks) in the
 # normal build; suites that measure time or exhaust descriptors on purpose
 # are left to the sanitizer build.
-VALGRIND_TESTS=(common decoder values config envelope pipeline file_sink)
+VALGRIND_TESTS=(common decoder values config envelope pipeline file_sink snapshot_rows)
 run_valgrind() {
     local build=build rc=0 t0=$EPOCHREALTIME
     local log=$build/meson-logs/testlog-valgrind.json

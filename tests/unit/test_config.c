@@ -421,16 +421,21 @@ START_TEST(test_enums)
 }
 END_TEST
 
-START_TEST(test_snapshot_initial_refused)
+START_TEST(test_snapshot_initial)
 {
-    PfError err;
-    char *msg = load_fail(MINIMAL "snapshot = initial\n", &err);
+    Config *cfg = load_ok(MINIMAL "snapshot = initial\nsnapshot_workers = 4\n"
+                                  "state_dir = /var/lib/pgfan\n");
 
-    ck_assert_str_eq(msg, "pgfan.conf:4: invalid value \"initial\" for snapshot in [source]: the "
-                          "initial snapshot is not available in this version");
-    ck_assert_str_eq(err.hint, "use `snapshot = never` and load the existing rows separately "
-                               "(for example with COPY) before starting pgfan");
-    free(msg);
+    ck_assert_int_eq(cfg->source.snapshot, SNAPSHOT_INITIAL);
+    ck_assert_uint_eq(cfg->source.snapshot_workers, 4);
+    ck_assert_str_eq(cfg->source.state_dir, "/var/lib/pgfan");
+    config_free(cfg);
+    cfg = load_ok(MINIMAL);
+    ck_assert_uint_eq(cfg->source.snapshot_workers, 2);
+    ck_assert_str_eq(cfg->source.state_dir, ".");
+    config_free(cfg);
+    expect_error(MINIMAL "snapshot_workers = 0\n",
+                 "pgfan.conf:4: snapshot_workers in [source] must be between 1 and 32 (got 0)");
 }
 END_TEST
 
@@ -944,6 +949,8 @@ START_TEST(test_print)
                                        "name = pgfan\n"
                                        "tables = public.orders, public.\"Order Items\"\n"
                                        "snapshot = never\n"
+                                       "snapshot_workers = 2\n"
+                                       "state_dir = .\n"
                                        "status_interval = 10s\n"
                                        "reconnect_min = 1s\n"
                                        "reconnect_max = 10min\n"
@@ -1510,7 +1517,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_sizes);
     tcase_add_test(tc, test_ints);
     tcase_add_test(tc, test_enums);
-    tcase_add_test(tc, test_snapshot_initial_refused);
+    tcase_add_test(tc, test_snapshot_initial);
     tcase_add_test(tc, test_bool_and_secret_types);
     tcase_add_test(tc, test_strings);
     tcase_add_test(tc, test_slot_names);

@@ -135,6 +135,30 @@ START_TEST(test_insert)
 }
 END_TEST
 
+/* Initial snapshot rows: op "r", source.snapshot "true", "last" on the final one. */
+START_TEST(test_snapshot_rows)
+{
+    Change c = orders_change(CHANGE_INSERT);
+    char *got;
+
+    c.new_cols = order_new;
+    c.n_new = 8;
+    c.snapshot = CHANGE_SNAP_ROW;
+    got = envelope_of(&c, &shop);
+    ck_assert_ptr_nonnull(strstr(got, "\"ts_ms\":1763632800000,\"snapshot\":\"true\"},\"op\":\"r\","));
+    free(got);
+    c.snapshot = CHANGE_SNAP_LAST;
+    got = envelope_of(&c, &shop);
+    ck_assert_ptr_nonnull(strstr(got, "\"snapshot\":\"last\"},\"op\":\"r\","));
+    free(got);
+    c = orders_change(CHANGE_TRUNCATE);
+    c.snapshot = CHANGE_SNAP_ROW;
+    got = envelope_of(&c, &shop);
+    ck_assert_ptr_nonnull(strstr(got, "\"snapshot\":\"true\"},\"op\":\"t\","));
+    free(got);
+}
+END_TEST
+
 START_TEST(test_update_default_identity)
 {
     Change c = orders_change(CHANGE_UPDATE);
@@ -528,6 +552,7 @@ static Suite *envelope_suite(void)
     TCase *tk = tcase_create("envelope_append_key");
 
     tcase_add_test(tc, test_insert);
+    tcase_add_test(tc, test_snapshot_rows);
     tcase_add_test(tc, test_update_default_identity);
     tcase_add_test(tc, test_update_full_identity);
     tcase_add_test(tc, test_update_without_old_row);

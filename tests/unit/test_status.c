@@ -446,6 +446,52 @@ START_TEST(test_table_slot_health)
 }
 END_TEST
 
+/* The initial snapshot as daemon/snapshot.c renders it. */
+#define SNAPSHOT_DOC(state, sink_state)                                                            \
+    "{\"state\":\"" state "\",\"lag_seconds\":900,\"lag_bytes\":0,\"snapshot\":{"                    \
+    "\"state\":\"reading\",\"consistent_lsn\":\"0/1DB4FF0\",\"workers\":2,\"rows\":523000,"        \
+    "\"estimated_rows\":1003000,\"elapsed_seconds\":2.5,\"rows_per_second\":209200,"             \
+    "\"eta_seconds\":2,\"tables\":[{\"table\":\"public.orders\",\"rows\":520000,"                \
+    "\"estimated_rows\":1000000,\"ranges\":9,\"ranges_done\":4,\"done\":false},"                \
+    "{\"table\":\"public.stores\",\"rows\":3000,\"estimated_rows\":3000,\"ranges\":1,"           \
+    "\"ranges_done\":1,\"done\":true}]},\"sinks\":[{\"name\":\"file\",\"state\":\"" sink_state   \
+    "\",\"last_error\":\"disk full\"}]}"
+
+/* A snapshot is healthy whatever its age; the table shows its progress. */
+START_TEST(test_snapshot_progress)
+{
+    Render r = {BUF_INIT, 0};
+    StatusServer *srv;
+    Result res;
+
+    res = check_doc(&r, SNAPSHOT_DOC("snapshot", "ok"), 300, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    ck_assert_str_eq(res.out, "OK: initial snapshot, 523000 of ~1003000 rows\n");
+    result_free(&res);
+    res = check_doc(&r, SNAPSHOT_DOC("snapshot", "failed"), -1, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    ck_assert_str_eq(res.out, "UNHEALTHY: sink file failed: disk full\n");
+    result_free(&res);
+    /* streaming with the same lag is judged by the limits as always */
+    res = check_doc(&r, SNAPSHOT_DOC("streaming", "ok"), 300, -1);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_UNHEALTHY);
+    result_free(&res);
+
+    render_set(&r, SNAPSHOT_DOC("snapshot", "ok"));
+    srv = start("s.sock", &r);
+    res = run_client(tpath("s.sock"), false, NULL, STATUS_CLIENT_TIMEOUT);
+    ck_assert_int_eq(res.rc, STATUS_EXIT_OK);
+    ck_assert_msg(strstr(res.out, "\nsnapshot reading: 523000 of ~1003000 rows, 209200 rows/s, "
+                                  "ETA 2 s, 2.5 s elapsed, consistent point 0/1DB4FF0\n"
+                                  "  public.orders  520000 of ~1000000 rows, ranges 4/9\n"
+                                  "  public.stores  3000 rows, done\nSINK") != NULL,
+                  "got:\n%s", res.out);
+    result_free(&res);
+    status_server_free(srv);
+    buf_free(&r.doc);
+}
+END_TEST
+
 START_TEST(test_table_missing_extra_keys_escapes)
 {
     Render r = {BUF_INIT, 0};
@@ -1276,6 +1322,7 @@ static Suite *status_suite(void)
     tcase_add_test(tc, test_check_mode);
     tcase_add_test(tc, test_check_slot_health);
     tcase_add_test(tc, test_table_slot_health);
+    tcase_add_test(tc, test_snapshot_progress);
     tcase_add_test(tc, test_table_missing_extra_keys_escapes);
     tcase_add_test(tc, test_no_sinks);
     tcase_add_test(tc, test_server_appends_newline);
