@@ -325,6 +325,9 @@ LIVE_PID=$!
 GMV_SQL="SELECT country, currency, orders, gmv, pct_of_currency_total AS \"% of currency\"
          FROM analytics.gmv_by_country ORDER BY orders DESC LIMIT 8"
 
+COHORT_SQL="SELECT * FROM (SELECT * FROM analytics.store_cohort_table ORDER BY cohort DESC
+            LIMIT 6) c ORDER BY cohort"
+
 show_progress() {
     echo "--- $(date +%T)"
     "$PGFAN" status -s "$SOCK" || echo "(pgfan status failed)"
@@ -332,6 +335,8 @@ show_progress() {
     echo "shop API: $(grep '^live: ' "$RUN/live.log" | tail -n 1 | cut -c7-)"
     echo "GMV by country (analytics.gmv_by_country, top 8 of 20 by orders):"
     "${PSQL[@]}" -d shop -c "$GMV_SQL" || echo "(query failed)"
+    echo "Store cohorts, retention % by month since the first order (analytics.store_cohort_table, last 6):"
+    "${PSQL[@]}" -d shop -c "$COHORT_SQL" || echo "(query failed)"
 }
 
 while kill -0 "$LIVE_PID" 2>/dev/null; do
@@ -439,6 +444,8 @@ fi
 echo
 echo "GMV by country, all 20 (analytics.gmv_by_country):"
 "${PSQL[@]}" -d shop -c "SELECT * FROM analytics.gmv_by_country ORDER BY currency, gmv DESC"
+echo "Store cohort retention, % of each month's new stores still selling k months later (analytics.store_cohort_table):"
+"${PSQL[@]}" -d shop -c "SELECT * FROM analytics.store_cohort_table ORDER BY cohort"
 
 cat <<EOF
 
@@ -448,6 +455,7 @@ Where to look:
   kafka:     kcat -b ${KAFKA:-<address in the pgfan log>} -C -t shop.public.orders -e -f '%k %s\n'
              (also shop.public.order_items, shop.public.customers, ...)
   KPIs:      psql "$SHOP_DSN" -c 'SELECT * FROM analytics.gmv_by_country ORDER BY currency, gmv DESC'
+             psql "$SHOP_DSN" -c 'SELECT * FROM analytics.store_cohort_table ORDER BY cohort'
              psql "$SHOP_DSN" -c 'SELECT * FROM analytics.top_stores(10)'
              psql "$SHOP_DSN" -c '\dv analytics.*'      (every view: deploy/shop/analytics_views.sql)
   search:    curl -s '$ES_URL/_cat/indices?v&s=index'
