@@ -344,6 +344,11 @@ bool repl_read_slot(const PGresult *res, const char *slot, const char *dbname, b
 
 char *repl_session_options(const char *dsn, PfError *err)
 {
+    return repl_session_options_pinned(dsn, REPL_SESSION_OPTIONS, err);
+}
+
+char *repl_session_options_pinned(const char *dsn, const char *pinned, PfError *err)
+{
     char *errmsg = NULL;
     PQconninfoOption *opts = PQconninfoParse(dsn, &errmsg);
     Buf b = BUF_INIT;
@@ -361,7 +366,7 @@ char *repl_session_options(const char *dsn, PfError *err)
             buf_printf(&b, "%s ", o->val);
     }
     PQconninfoFree(opts);
-    buf_append_str(&b, REPL_SESSION_OPTIONS);
+    buf_append_str(&b, pinned);
     return b.data;
 }
 

@@ -105,6 +105,9 @@ bool repl_read_slot(const PGresult *res, const char *slot, const char *dbname, b
  */
 char *repl_session_options(const char *dsn, PfError *err);
 
+/* The same with other pinned settings (the slot monitor's session). */
+char *repl_session_options_pinned(const char *dsn, const char *pinned, PfError *err);
+
 /* Standby status update: 'r', write, flush, apply (= flush), client time, no reply. */
 #define REPL_STATUS_UPDATE_SIZE 34
 void repl_encode_status_update(char out[REPL_STATUS_UPDATE_SIZE], Lsn write, Lsn flush,

@@ -5,6 +5,8 @@
  */
 #include "slot_monitor.h"
 
+#include "repl_protocol.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,23 +156,5 @@ SlotVerdict slot_reading_judge(const SlotReading *r, const char *slot, size_t wa
 
 char *slot_monitor_session_options(const char *dsn, PfError *err)
 {
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(dsn, &errmsg);
-    Buf b = BUF_INIT;
-
-    if (!opts) {
-        err_set(err, ERR_CONFIG, "could not parse [source] dsn: %s",
-                errmsg ? errmsg : "out of memory");
-        err_hint(err, "write a libpq connection string (host=... dbname=... user=...) or a "
-                      "postgresql:// URI");
-        PQfreemem(errmsg);
-        return NULL;
-    }
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
-            buf_printf(&b, "%s ", o->val);
-    }
-    PQconninfoFree(opts);
-    buf_append_str(&b, SLOT_MONITOR_SESSION_OPTIONS);
-    return b.data;
+    return repl_session_options_pinned(dsn, SLOT_MONITOR_SESSION_OPTIONS, err);
 }
