@@ -124,12 +124,23 @@ static bool forward_in_txn(Pipeline *p, const Change *change, PfError *err)
     return forward(p, &c, err);
 }
 
+/* memcmp/memcpy of a span that may be empty (its pointer then may be NULL,
+ * which the C library functions do not allow even for length 0). */
+static bool span_is(const char *s, Str span)
+{
+    return span.len == 0 || memcmp(s, span.ptr, span.len) == 0;
+}
+
+static void span_copy(char *dst, Str span)
+{
+    if (span.len > 0)
+        memcpy(dst, span.ptr, span.len);
+}
+
 static bool table_is(const TableCount *t, const Change *c)
 {
-    return strlen(t->name) == c->schema.len + 1 + c->table.len &&
-           memcmp(t->name, c->schema.ptr, c->schema.len) == 0 &&
-           t->name[c->schema.len] == '.' &&
-           memcmp(t->name + c->schema.len + 1, c->table.ptr, c->table.len) == 0;
+    return strlen(t->name) == c->schema.len + 1 + c->table.len && span_is(t->name, c->schema) &&
+           t->name[c->schema.len] == '.' && span_is(t->name + c->schema.len + 1, c->table);
 }
 
 static void count_change(Pipeline *p, const Change *c)
@@ -146,9 +157,9 @@ static void count_change(Pipeline *p, const Change *c)
             t = &p->tables[p->n_tables++];
             memset(t, 0, sizeof *t);
             t->name = xmalloc(c->schema.len + c->table.len + 2);
-            memcpy(t->name, c->schema.ptr, c->schema.len);
+            span_copy(t->name, c->schema);
             t->name[c->schema.len] = '.';
-            memcpy(t->name + c->schema.len + 1, c->table.ptr, c->table.len);
+            span_copy(t->name + c->schema.len + 1, c->table);
             t->name[c->schema.len + 1 + c->table.len] = '\0';
         }
         p->last_table = i;
