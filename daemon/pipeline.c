@@ -324,6 +324,14 @@ bool pipeline_prepare(Pipeline *p, const Catalog *catalog, PfError *err)
     return true;
 }
 
+void pipeline_reconfigure(Pipeline *p, const Config *cfg)
+{
+    for (size_t i = 0; i < p->n_sinks; i++) {
+        if (p->sinks[i].ops->reconfigure)
+            p->sinks[i].ops->reconfigure(p->sinks[i].self, cfg);
+    }
+}
+
 bool pipeline_poll(Pipeline *p, TimeUs now, TimeUs *next_deadline, PfError *err)
 {
     *next_deadline = TIME_NEVER;

@@ -42,6 +42,10 @@ void pipeline_add_sink(Pipeline *p, const SinkOps *ops, void *self);
  */
 bool pipeline_prepare(Pipeline *p, const Catalog *catalog, PfError *err);
 
+/* Hands a reloaded configuration to every sink that takes reloadable
+ * options (SinkOps reconfigure). */
+void pipeline_reconfigure(Pipeline *p, const Config *cfg);
+
 /*
  * Forwards one decoded change. Returns false when a sink failed (err set by
  * the sink, prefixed with "sink=<name>") or the stream is inconsistent

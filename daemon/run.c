@@ -103,6 +103,7 @@ static void apply_settings(void *arg, const Config *cfg)
     log_set_format(cfg->log.format);
     slot_monitor_settings_from(cfg, &set);
     slot_monitor_apply(d->monitor, &set);
+    pipeline_reconfigure(d->pipeline, cfg);
 }
 
 static void on_signal(void *arg, int fd, unsigned events)

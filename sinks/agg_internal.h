@@ -153,6 +153,10 @@ typedef struct AggSink {
     Buf sql;
     Buf line_old, line_new;
 
+    /* Reloadable (batch bounds and linger, agg_reconfigure). */
+    size_t batch_rows, batch_bytes;
+    TimeUs batch_linger;
+
     uint64_t events, rows_applied, batches, bytes, retries, errors;
     bool failed;
     PfError fatal;

@@ -144,7 +144,7 @@ static bool batch_empty(const AggBatch *b)
 
 static bool batch_full(const AggSink *s, const AggBatch *b)
 {
-    return b->rows >= s->cfg->aggregates.batch_rows || b->bytes >= s->cfg->aggregates.batch_bytes;
+    return b->rows >= s->batch_rows || b->bytes >= s->batch_bytes;
 }
 
 /* The batch took the change at pos. */
@@ -658,6 +658,17 @@ static size_t add_work(AggSink *s, const TableName *t)
     return s->n_works++;
 }
 
+/* The reloadable options: batch bounds and linger (the batch being filled
+ * closes by the new bounds). */
+static void agg_reconfigure(void *self, const Config *cfg)
+{
+    AggSink *s = self;
+
+    s->batch_rows = cfg->aggregates.batch_rows;
+    s->batch_bytes = cfg->aggregates.batch_bytes;
+    s->batch_linger = cfg->aggregates.batch_linger;
+}
+
 static void *agg_open(const SinkContext *ctx, PfError *err)
 {
     const Config *cfg = ctx->config;
@@ -671,6 +682,7 @@ static void *agg_open(const SinkContext *ctx, PfError *err)
     }
     s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
+    agg_reconfigure(s, cfg);
     s->loop = ctx->loop;
     s->source = ctx->source;
     s->schema = cfg->aggregates.schema;
@@ -749,7 +761,7 @@ static bool agg_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError *err
         return false;
     }
     if (s->phase == AGG_READY && !s->in_flight && !batch_empty(f)) {
-        TimeUs due = f->opened + s->cfg->aggregates.batch_linger;
+        TimeUs due = f->opened + s->batch_linger;
 
         if (batch_full(s, f) || s->flushing || f->n_truncs > 0 || now >= due)
             start_flight(s);
@@ -842,4 +854,5 @@ const SinkOps sink_aggregates_ops = {
     .flush = agg_flush,
     .status = agg_status,
     .close = agg_close,
+    .reconfigure = agg_reconfigure,
 };

@@ -145,6 +145,10 @@ struct EsSink {
     Buf doc, index, old_index, id, line;
     bool flushing;
 
+    /* Reloadable (es_reconfigure). */
+    size_t batch_actions, batch_bytes, max_buffer;
+    TimeUs linger;
+
     bool failed;
     PfError fatal;
 
@@ -274,8 +278,7 @@ static void add_action(EsSink *s, uint32_t table, bool is_delete, const Buf *ind
     bulk_add_item(b, &item);
     s->held_bytes += item.len;
     s->events++;
-    if (b->n_items >= s->cfg->elasticsearch.batch_actions ||
-        b->body.len >= s->cfg->elasticsearch.batch_bytes)
+    if (b->n_items >= s->batch_actions || b->body.len >= s->batch_bytes)
         seal_open(s);
 }
 
@@ -1182,6 +1185,18 @@ static bool open_http(EsSink *s, const Config *cfg, Loop *loop, PfError *err)
     return ok;
 }
 
+/* The reloadable options: bulk bounds, linger and the memory bound. */
+static void es_reconfigure(void *self, const Config *cfg)
+{
+    EsSink *s = self;
+
+    s->batch_actions = cfg->elasticsearch.batch_actions ? cfg->elasticsearch.batch_actions : 1000;
+    s->batch_bytes = cfg->elasticsearch.batch_bytes ? cfg->elasticsearch.batch_bytes : 5 << 20;
+    s->max_buffer = cfg->elasticsearch.max_buffer_bytes ? cfg->elasticsearch.max_buffer_bytes
+                                                        : 64 << 20;
+    s->linger = cfg->elasticsearch.batch_linger;
+}
+
 static void *es_open(const SinkContext *ctx, PfError *err)
 {
     const Config *cfg = ctx->config;
@@ -1195,6 +1210,7 @@ static void *es_open(const SinkContext *ctx, PfError *err)
         return NULL;
     s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
+    es_reconfigure(s, cfg);
     s->base_url = xstrdup(cfg->elasticsearch.url);
     n = strlen(s->base_url);
     while (n > 0 && s->base_url[n - 1] == '/')
@@ -1381,7 +1397,7 @@ static bool es_can_accept(const void *self)
     const EsSink *s = self;
 
     return !s->failed && s->phase == PHASE_READY &&
-           s->held_bytes < s->cfg->elasticsearch.max_buffer_bytes;
+           s->held_bytes < s->max_buffer;
 }
 
 static bool es_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError *err)
@@ -1405,11 +1421,11 @@ static bool es_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError *err)
         }
     }
     if (s->open && s->open->n_items > 0 &&
-        (s->flushing || now - s->open->opened_at >= s->cfg->elasticsearch.batch_linger))
+        (s->flushing || now - s->open->opened_at >= s->linger))
         seal_open(s);
     else if (s->open && s->open->n_items > 0 &&
-             s->open->opened_at + s->cfg->elasticsearch.batch_linger < next)
-        next = s->open->opened_at + s->cfg->elasticsearch.batch_linger;
+             s->open->opened_at + s->linger < next)
+        next = s->open->opened_at + s->linger;
     start_bulks(s, now);
     if (s->ready_head && s->phase == PHASE_READY && s->pause_until > now && s->pause_until < next)
         next = s->pause_until;
@@ -1551,4 +1567,5 @@ const SinkOps sink_elasticsearch_ops = {
     .status = es_status,
     .close = es_close,
     .prepare = es_prepare,
+    .reconfigure = es_reconfigure,
 };

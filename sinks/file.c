@@ -371,6 +371,15 @@ static bool prepare_file(FileSink *s, PfError *err)
 
 static void file_close(void *self);
 
+/* The reloadable options: fsync interval and buffer bound. */
+static void file_reconfigure(void *self, const Config *cfg)
+{
+    FileSink *s = self;
+
+    s->fsync_interval = cfg->file.fsync_interval > 0 ? cfg->file.fsync_interval : 0;
+    s->max_buffer_bytes = cfg->file.max_buffer_bytes;
+}
+
 static void *file_open(const SinkContext *ctx, PfError *err)
 {
     const Config *cfg = ctx->config;
@@ -384,8 +393,7 @@ static void *file_open(const SinkContext *ctx, PfError *err)
 
     s = xcalloc(1, sizeof *s);
     s->path = xstrdup(cfg->file.path);
-    s->fsync_interval = cfg->file.fsync_interval > 0 ? cfg->file.fsync_interval : 0;
-    s->max_buffer_bytes = cfg->file.max_buffer_bytes;
+    file_reconfigure(s, cfg);
     s->source = ctx->source;
     buf_init(&s->buf);
     backoff_init(&s->backoff, RETRY_MIN, RETRY_MAX);
@@ -544,4 +552,5 @@ const SinkOps sink_file_ops = {
     .flush = file_flush,
     .status = file_status,
     .close = file_close,
+    .reconfigure = file_reconfigure,
 };

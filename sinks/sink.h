@@ -154,6 +154,12 @@ typedef struct SinkOps {
      * e.g. a replica identity that cannot carry a needed column), ERR_FATAL
      * otherwise. */
     bool (*prepare)(void *self, const Catalog *catalog, PfError *err);
+
+    /* SIGHUP: takes the options of its section that the option table marks
+     * reloadable (batch sizes, intervals, buffer bounds) from cfg, copying
+     * them (cfg is freed at a later reload). Everything else stays as it was
+     * opened with. */
+    void (*reconfigure)(void *self, const Config *cfg);
 } SinkOps;
 
 /* Finds a sink implementation by name; NULL when there is none. */

@@ -253,11 +253,22 @@ static bool open_dead_letter(WebhookSink *s, const Config *cfg, PfError *err)
     return false;
 }
 
+/* The reloadable options: events per request and linger (the memory bound
+ * follows the batch size). Batches already open keep their size. */
+static void webhook_reconfigure(void *self, const Config *cfg)
+{
+    WebhookSink *s = self;
+
+    s->batch_size = cfg->webhook.batch_size ? cfg->webhook.batch_size : 10;
+    s->linger = cfg->webhook.batch_linger > 0 ? cfg->webhook.batch_linger : 0;
+    s->max_events = s->batch_size * s->n_lanes * 4;
+}
+
 static void *webhook_open(const SinkContext *ctx, PfError *err)
 {
     const Config *cfg = ctx->config;
     WebhookSink *s;
-    size_t batch_size, lanes;
+    size_t lanes;
 
     if (!cfg->webhook.url || !cfg->webhook.url[0]) {
         err_set(err, ERR_CONFIG, "could not open webhook sink: no url configured");
@@ -272,7 +283,6 @@ static void *webhook_open(const SinkContext *ctx, PfError *err)
         free(shown);
         return NULL;
     }
-    batch_size = cfg->webhook.batch_size ? cfg->webhook.batch_size : 10;
     lanes = cfg->webhook.max_in_flight ? cfg->webhook.max_in_flight : 4;
 
     s = xcalloc(1, sizeof *s);
@@ -281,12 +291,10 @@ static void *webhook_open(const SinkContext *ctx, PfError *err)
     s->url = xstrdup(cfg->webhook.url);
     s->shown_url = url_without_userinfo(s->url);
     s->secret = cfg->webhook.secret ? xstrdup(cfg->webhook.secret) : NULL;
-    s->batch_size = batch_size;
-    s->linger = cfg->webhook.batch_linger > 0 ? cfg->webhook.batch_linger : 0;
-    s->max_events = batch_size * lanes * 4;
     s->source = ctx->source;
     s->loop = ctx->loop;
     s->n_lanes = lanes;
+    webhook_reconfigure(s, cfg);
     s->lanes = xcalloc(lanes, sizeof *s->lanes);
     for (size_t i = 0; i < lanes; i++) {
         s->lanes[i].sink = s;
@@ -530,4 +538,5 @@ const SinkOps sink_webhook_ops = {
     .flush = webhook_flush,
     .status = webhook_status,
     .close = webhook_close,
+    .reconfigure = webhook_reconfigure,
 };

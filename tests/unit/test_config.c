@@ -1490,6 +1490,13 @@ START_TEST(test_reloadable_options)
     ck_assert(!config_option_reloadable("source", "dsn"));
     ck_assert(!config_option_reloadable("source", "heartbeat_prefix"));
     ck_assert(!config_option_reloadable("sink.file", "path"));
+    ck_assert(config_option_reloadable("sink.file", "fsync_interval"));
+    ck_assert(config_option_reloadable("sink.webhook", "batch_size"));
+    ck_assert(config_option_reloadable("sink.elasticsearch", "batch_actions"));
+    ck_assert(config_option_reloadable("sink.elasticsearch", "max_buffer"));
+    ck_assert(config_option_reloadable("sink.aggregates", "batch_linger"));
+    ck_assert(!config_option_reloadable("sink.elasticsearch", "url"));
+    ck_assert(!config_option_reloadable("sink.kafka", "linger"));
     ck_assert(!config_option_reloadable("source", "nosuchkey"));
 }
 END_TEST

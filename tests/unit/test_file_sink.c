@@ -594,6 +594,18 @@ START_TEST(test_backpressure)
     ck_assert_uint_lt(st.queued_bytes - 1000, 400); /* stopped at the first line past the bound */
     ck_assert_int_gt(n, 1);
 
+    /* SIGHUP with a larger bound: accepted again at once (reconfigure) */
+    {
+        Config bigger = fx.cfg;
+
+        bigger.file.max_buffer_bytes = 1000000;
+        ops->reconfigure(sink, &bigger);
+        ck_assert(ops->can_accept(sink));
+        bigger.file.max_buffer_bytes = 1000;
+        ops->reconfigure(sink, &bigger);
+        ck_assert(!ops->can_accept(sink));
+    }
+
     poll_ok(sink, NULL);
     ck_assert(ops->can_accept(sink));
     ops->status(sink, &st);
