@@ -1,5 +1,6 @@
 /*
- * harness.c - helpers for pgfan's Check tests (see harness.h).
+ * harness.c - helpers for pgfan's Check tests (see harness.h): PostgreSQL,
+ * processes, files, slots. harness_pgfan.c has those for pgfan itself.
  *
  * Every failure ends in h_fail(), which hands one preformatted message to
  * ck_abort_msg. Helpers release what they hold before failing: under the
@@ -31,9 +32,7 @@
  * release its slot. */
 #define H_SLOT_RELEASE_MS 10000
 
-static void h_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void h_fail(const char *fmt, ...)
+void h_fail(const char *fmt, ...)
 {
     char msg[H_MSG_SIZE];
     va_list ap;
@@ -335,6 +334,50 @@ char *h_dsn(const char *dbname)
     return buf;
 }
 
+PGconn *h_sql_send(const char *dbname, const char *fmt, ...)
+{
+    va_list ap;
+    char *sql;
+    PGconn *conn;
+    char cause[H_MSG_SIZE / 2];
+
+    va_start(ap, fmt);
+    sql = h_vasprintf("h_sql_send", fmt, ap);
+    va_end(ap);
+    conn = h_pg_connect(dbname);
+    if (PQsendQuery(conn, sql) != 1) {
+        copy_trimmed(cause, sizeof cause, PQerrorMessage(conn));
+        PQfinish(conn);
+        free(sql);
+        h_fail("h_sql_send: could not send SQL to database %s: %s", dbname, cause);
+    }
+    free(sql);
+    return conn;
+}
+
+/* --- a test's database and directory ------------------------------------ */
+
+PGconn *h_setup(const char *name, const char *schema_sql, char **dir)
+{
+    PGconn *conn;
+
+    *dir = h_tmpdir();
+    h_create_db(name);
+    conn = h_pg_connect(name);
+    if (schema_sql != NULL)
+        h_sql(conn, "%s", schema_sql);
+    return conn;
+}
+
+void h_teardown(PGconn *conn, const char *slot, char *dir)
+{
+    if (slot != NULL)
+        h_drop_slot(conn, slot);
+    PQfinish(conn);
+    h_rm_rf(dir);
+    free(dir);
+}
+
 /* --- waiting ------------------------------------------------------------ */
 
 static int64_t mono_us(void)
@@ -499,7 +542,39 @@ const char *h_pgfan_bin(void)
     return bin;
 }
 
+void h_shell(const char *fmt, ...)
+{
+    va_list ap;
+    char *cmd;
+    char copy[H_MSG_SIZE / 2];
+    int rc;
+
+    va_start(ap, fmt);
+    cmd = h_vasprintf("h_shell", fmt, ap);
+    va_end(ap);
+    fflush(NULL); /* the shell's output comes after ours */
+    rc = system(cmd);
+    if (rc == 0) {
+        free(cmd);
+        return;
+    }
+    snprintf(copy, sizeof copy, "%s", cmd);
+    free(cmd);
+    if (rc > 0 && WIFEXITED(rc))
+        h_fail("h_shell: could not run %s: exit status %d", copy, WEXITSTATUS(rc));
+    h_fail("h_shell: could not run %s: %s", copy, rc < 0 ? strerror(errno) : "killed by a signal");
+}
+
 /* --- files -------------------------------------------------------------- */
+
+char *h_path(const char *dir, const char *name)
+{
+    char *path;
+
+    if (asprintf(&path, "%s/%s", dir, name) < 0)
+        h_fail("h_path: could not format %s/%s: out of memory", dir, name);
+    return path;
+}
 
 char *h_tmpdir(void)
 {
@@ -800,6 +875,26 @@ void h_wait_file_contains(const char *path, const char *needle, int timeout_ms)
            text ? text : "");
 }
 
+typedef struct LinesWait {
+    const char *path;
+    size_t n;
+} LinesWait;
+
+static bool has_lines(void *arg)
+{
+    LinesWait *w = arg;
+    return h_count_lines(w->path) >= w->n;
+}
+
+void h_wait_lines(const char *path, size_t n, int timeout_ms)
+{
+    LinesWait w = {path, n};
+
+    if (!h_wait_until(has_lines, &w, timeout_ms))
+        h_fail("h_wait_lines: could not see %zu lines in %s within %d ms: it has %zu", n, path,
+               timeout_ms, h_count_lines(path));
+}
+
 Lsn h_wal_insert_lsn(PGconn *conn)
 {
     char *text = h_sql_value(conn, "SELECT pg_current_wal_insert_lsn()");
@@ -824,19 +919,30 @@ static bool slot_reached(void *arg)
     return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
 }
 
+bool h_slot_reaches(PGconn *conn, const char *slot, Lsn target, int timeout_ms)
+{
+    SlotWait w = {conn, slot, target};
+
+    return h_wait_until(slot_reached, &w, timeout_ms);
+}
+
 void h_wait_slot_confirmed(PGconn *conn, const char *slot, Lsn target, int timeout_ms,
                            const char *log_path)
 {
-    SlotWait w = {conn, slot, target};
     char a[LSN_TEXT_SIZE], b[LSN_TEXT_SIZE];
     char *text;
 
-    if (h_wait_until(slot_reached, &w, timeout_ms))
+    if (h_slot_reaches(conn, slot, target, timeout_ms))
         return;
     text = log_path ? h_read_file(log_path, NULL) : NULL;
     h_fail("slot %s stuck at %s, wanted %s within %d ms; log:\n%s", slot,
            lsn_format(h_slot_confirmed_lsn(conn, slot), a), lsn_format(target, b), timeout_ms,
            text ? text : "(none)");
+}
+
+void h_wait_caught_up(PGconn *conn, const char *slot, int timeout_ms, const char *log_path)
+{
+    h_wait_slot_confirmed(conn, slot, h_wal_insert_lsn(conn), timeout_ms, log_path);
 }
 
 typedef struct InactiveWait {
@@ -869,13 +975,10 @@ static const char workload_sql[] =
 
 PGconn *h_workload_start(const char *dbname, int rows)
 {
-    PGconn *w = h_pg_connect(dbname);
     char sql[sizeof workload_sql + 16];
 
     snprintf(sql, sizeof sql, workload_sql, rows);
-    if (PQsendQuery(w, sql) != 1)
-        h_fail("h_workload_start: could not send the workload: %s", PQerrorMessage(w));
-    return w;
+    return h_sql_send(dbname, "%s", sql);
 }
 
 void h_workload_finish(PGconn *w)
@@ -896,31 +999,17 @@ void h_workload_finish(PGconn *w)
 
 /* --- TLS ---------------------------------------------------------------- */
 
-static void h_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void h_sh(const char *fmt, ...)
-{
-    char cmd[H_MSG_SIZE];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        h_fail("h_make_certificates: could not run: %s", cmd);
-}
-
 void h_make_certificates(const char *dir)
 {
-    h_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgfan-test-ca "
-         "-keyout ca.key -out ca.crt >/dev/null 2>&1",
-         dir);
-    h_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
-         "-keyout other.key -out other.crt >/dev/null 2>&1",
-         dir);
-    h_sh("cd %s && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
-         "-out server.csr >/dev/null 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext "
-         "&& openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
-         "-extfile san.ext -out server.crt >/dev/null 2>&1",
-         dir);
+    h_shell("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgfan-test-ca "
+            "-keyout ca.key -out ca.crt >/dev/null 2>&1",
+            dir);
+    h_shell("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+            "-keyout other.key -out other.crt >/dev/null 2>&1",
+            dir);
+    h_shell("cd %s && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
+            "-out server.csr >/dev/null 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext "
+            "&& openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+            "-extfile san.ext -out server.crt >/dev/null 2>&1",
+            dir);
 }

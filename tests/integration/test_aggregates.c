@@ -148,15 +148,11 @@ static Env env_new(const char *name)
     Env e;
 
     memset(&e, 0, sizeof e);
-    e.dir = h_tmpdir();
+    e.conn = h_setup(name, SCHEMA_SQL, &e.dir);
     e.db = xstrdup(name);
     e.slot = xstrdup(name);
-    h_create_db(e.db);
-    e.conn = h_pg_connect(e.db);
-    h_sql(e.conn, "%s", SCHEMA_SQL);
-    if (asprintf(&e.config, "%s/pgfan.conf", e.dir) < 0 ||
-        asprintf(&e.log, "%s/pgfan.log", e.dir) < 0)
-        ck_abort_msg("out of memory");
+    e.config = h_path(e.dir, "pgfan.conf");
+    e.log = h_path(e.dir, "pgfan.log");
     return e;
 }
 
@@ -166,10 +162,7 @@ static void env_free(Env *e)
         h_kill(e->pid, SIGKILL);
         h_wait_exit(e->pid, WAIT_MS);
     }
-    h_drop_slot(e->conn, e->slot);
-    PQfinish(e->conn);
-    h_rm_rf(e->dir);
-    free(e->dir);
+    h_teardown(e->conn, e->slot, e->dir);
     free(e->db);
     free(e->slot);
     free(e->config);
@@ -192,16 +185,13 @@ static void write_config(Env *e, const char *sink_extra, const char *aggregates)
 
 static void start(Env *e)
 {
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
-
     h_wait_slot_inactive(e->conn, e->slot, WAIT_MS);
-    e->pid = h_spawn(argv, e->log);
+    e->pid = h_pgfan_start(e->config, e->log);
 }
 
 static void stop(Env *e)
 {
-    h_kill(e->pid, SIGTERM);
-    ck_assert_int_eq(h_wait_exit(e->pid, WAIT_MS), 0);
+    h_pgfan_stop(e->pid, WAIT_MS);
     e->pid = 0;
 }
 
@@ -215,7 +205,7 @@ static void crash(Env *e)
 /* Everything written so far is in the aggregates (the slot confirms only that). */
 static void wait_applied(Env *e)
 {
-    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
+    h_wait_caught_up(e->conn, e->slot, WAIT_MS, e->log);
 }
 
 /* Rows of the symmetric difference; fails showing a few of them. */
@@ -263,13 +253,8 @@ static void workload(Env *e, int txns, int max_ops, double seed, int big_every, 
 static PGconn *workload_start(Env *e, int txns, int max_ops, double seed, int big_every,
                               int big_rows)
 {
-    PGconn *w = h_pg_connect(e->db);
-    char sql[128];
-
-    snprintf(sql, sizeof sql, "CALL agg_workload(%d, %d, %g, %d, %d)", txns, max_ops, seed,
-             big_every, big_rows);
-    ck_assert_int_eq(PQsendQuery(w, sql), 1);
-    return w;
+    return h_sql_send(e->db, "CALL agg_workload(%d, %d, %g, %d, %d)", txns, max_ops, seed,
+                      big_every, big_rows);
 }
 
 static bool workload_done(void *arg)
@@ -283,15 +268,8 @@ static bool workload_done(void *arg)
 
 static void workload_finish(PGconn *w)
 {
-    PGresult *res;
-
     ck_assert_msg(h_wait_until(workload_done, w, WAIT_MS), "the workload did not finish");
-    while ((res = PQgetResult(w)) != NULL) {
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "workload failed: %s",
-                      PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(w);
+    h_workload_finish(w);
 }
 
 /* ---- exactness under a random mixed workload ---- */
@@ -516,10 +494,7 @@ END_TEST
 
 static int run_until_exit(Env *e)
 {
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
-    pid_t pid = h_spawn(argv, e->log);
-
-    return h_wait_exit(pid, WAIT_MS);
+    return h_wait_exit(h_pgfan_start(e->config, e->log), WAIT_MS);
 }
 
 START_TEST(test_changed_definition_needs_rebuild)
@@ -597,35 +572,14 @@ START_TEST(test_bad_expression_is_a_config_error)
 }
 END_TEST
 
-static Suite *aggregates_suite(void)
-{
-    Suite *s = suite_create("aggregates");
-    TCase *tc = tcase_create("postgres");
-
-    tcase_set_timeout(tc, 240);
-    tcase_add_test(tc, test_random_workload_equals_batch);
-    tcase_add_test(tc, test_crashes_and_restarts_keep_exactness);
-    tcase_add_test(tc, test_replay_changes_nothing);
-    tcase_add_test(tc, test_new_aggregate_backfills_without_gap_or_overlap);
-    tcase_add_test(tc, test_changed_definition_needs_rebuild);
-    tcase_add_test(tc, test_replica_identity_full_required);
-    tcase_add_test(tc, test_bad_expression_is_a_config_error);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGHOST", "PGFAN_TEST_BIN", NULL};
+    const TTest *const tests[] = {
+        test_random_workload_equals_batch,     test_crashes_and_restarts_keep_exactness,
+        test_replay_changes_nothing,           test_new_aggregate_backfills_without_gap_or_overlap,
+        test_changed_definition_needs_rebuild, test_replica_identity_full_required,
+        test_bad_expression_is_a_config_error, NULL};
 
-    if (!getenv("PGFAN_TEST_PGHOST") || !getenv("PGFAN_TEST_BIN")) {
-        fprintf(stderr, "test_aggregates: PGFAN_TEST_PGHOST/PGFAN_TEST_BIN not set; skipping\n");
-        return 77;
-    }
-    sr = srunner_create(aggregates_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return h_run_suite("aggregates", "postgres", 240, env, tests, NULL);
 }

@@ -57,53 +57,26 @@ static Env env_new(const char *name, const char *schema_sql, const char *es_extr
                    const char *const *server_args)
 {
     Env e = {0};
-    Buf b = BUF_INIT;
 
-    e.dir = h_tmpdir();
+    e.conn = h_setup(name, schema_sql, &e.dir);
     e.db = xstrdup(name);
     e.slot = xstrdup(name);
-    h_create_db(e.db);
-    e.conn = h_pg_connect(e.db);
-    h_sql(e.conn, "%s", schema_sql);
     e.es = h_es_start(server_args);
-    buf_printf(&b, "%s/dead.ndjson", e.dir);
-    e.dead = b.data;
+    e.dead = h_path(e.dir, "dead.ndjson");
     write_config(&e, e.slot, es_extra);
-    buf_init(&b);
-    buf_printf(&b, "%s/pgfan.log", e.dir);
-    e.log = b.data;
+    e.log = h_path(e.dir, "pgfan.log");
     return e;
 }
 
 static void env_free(Env *e)
 {
-    h_drop_slot(e->conn, e->slot);
-    PQfinish(e->conn);
     h_es_stop(e->es);
-    h_rm_rf(e->dir);
-    free(e->dir);
+    h_teardown(e->conn, e->slot, e->dir);
     free(e->db);
     free(e->slot);
     free(e->config);
     free(e->log);
     free(e->dead);
-}
-
-static pid_t start_pgfan(const Env *e)
-{
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
-    return h_spawn(argv, e->log);
-}
-
-static void stop_pgfan(pid_t pid)
-{
-    h_kill(pid, SIGTERM);
-    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
-}
-
-static void wait_confirmed_current(Env *e)
-{
-    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
 }
 
 /* A mixed workload on orders: inserts over ten days with 30-digit totals,
@@ -142,31 +115,12 @@ static size_t load_docs(Env *e, const char *pattern)
     Buf path = BUF_INIT;
     long status = 0;
     char *body;
-    size_t n = 0;
+    size_t n;
 
     buf_printf(&path, "/_test/docs/%s", pattern);
     body = h_es_request(e->es, "GET", path.data, NULL, &status);
     ck_assert_msg(status == 200, "GET %s: %ld %.200s", path.data, status, body);
-    h_sql(e->conn, "DROP TABLE IF EXISTS es_docs; CREATE TABLE es_docs (idx text, id text, "
-                   "version numeric, doc jsonb)");
-    for (char *line = body, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        const char *params[1];
-        PGresult *res;
-
-        nl = strchr(line, '\n');
-        if (nl)
-            *nl = '\0';
-        if (!*line)
-            continue;
-        params[0] = line;
-        res = PQexecParams(e->conn,
-                           "INSERT INTO es_docs SELECT d->>'_index', d->>'_id', "
-                           "(d->>'_version')::numeric, d->'_source' FROM (SELECT $1::jsonb d) s",
-                           1, NULL, params, NULL, NULL, 0);
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
-        PQclear(res);
-        n++;
-    }
+    n = h_load_es_docs(e->conn, body);
     free(body);
     buf_free(&path);
     return n;
@@ -239,11 +193,11 @@ START_TEST(es_documents_equal_source)
     char *got, *want;
 
     h_sql(e.conn, "SELECT pg_create_logical_replication_slot('es_equal_replay', 'wal2json')");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     mixed_workload(e.conn, 1, 1500);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
 
     docs = load_docs(&e, "orders-*");
     ck_assert_uint_gt(docs, 1400);
@@ -273,9 +227,9 @@ START_TEST(es_documents_equal_source)
     conflicts_before = json_int(body, "409");
     free(body);
     write_config(&e, "es_equal_replay", "text.public.orders = note\n");
-    pid = start_pgfan(&e);
-    h_wait_slot_confirmed(e.conn, "es_equal_replay", h_wal_insert_lsn(e.conn), WAIT_MS, e.log);
-    stop_pgfan(pid);
+    pid = h_pgfan_start(e.config, e.log);
+    h_wait_caught_up(e.conn, "es_equal_replay", WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     body = h_es_request(e.es, "GET", "/_test/stats", NULL, &status);
     conflicts_after = json_int(body, "409");
     free(body);
@@ -297,7 +251,7 @@ END_TEST
 START_TEST(es_faults_and_kill9_lose_nothing)
 {
     Env e = env_new("es_faults", ORDERS_SQL, "max_in_flight = 3\n", NULL);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     PGconn *w;
     long status;
     char *body;
@@ -319,9 +273,9 @@ START_TEST(es_faults_and_kill9_lose_nothing)
     h_wait_exit(pid, WAIT_MS);
     mixed_workload(w, 801, 800);
     PQfinish(w);
-    pid = start_pgfan(&e);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    pid = h_pgfan_start(e.config, e.log);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     load_docs(&e, "orders-*");
     ck_assert_int_eq(differences(&e), 0);
     ck_assert_uint_eq(h_count_lines(e.dead), 0);
@@ -334,15 +288,15 @@ END_TEST
 START_TEST(es_mapping_error_dead_letters)
 {
     Env e = env_new("es_dead", ORDERS_SQL, NULL, NULL);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     char *dead, *ids;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1, 1, 'new', 1.00, '2026-11-20 10:00+00', "
                   "'infinity', NULL, NULL, NULL)");
     h_sql(e.conn, "INSERT INTO orders VALUES (2, 1, 'new', 2.00, '2026-11-20 11:00+00')");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     ck_assert_uint_eq(h_count_lines(e.dead), 1);
     dead = h_read_file(e.dead, NULL);
     ck_assert_ptr_nonnull(strstr(dead, "\"table\":\"public.orders\""));
@@ -364,7 +318,7 @@ END_TEST
 START_TEST(es_truncate)
 {
     Env e = env_new("es_truncate", ORDERS_SQL, NULL, NULL);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     mixed_workload(e.conn, 1, 300);
@@ -372,8 +326,8 @@ START_TEST(es_truncate)
                   "'2026-11-20 10:00+00' FROM generate_series(1, 40) i; COMMIT");
     h_sql(e.conn, "INSERT INTO orders SELECT i, 2, 'later', i, '2026-11-21 10:00+00' "
                   "FROM generate_series(41, 50) i");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     ck_assert_uint_eq(load_docs(&e, "orders-*"), 50);
     ck_assert_int_eq(differences(&e), 0);
     ck_assert(h_file_contains(e.log, "TRUNCATE of public.orders applied"));
@@ -388,7 +342,7 @@ START_TEST(es_refuses_unsafe_tables)
                     "CREATE TABLE orders (id bigint PRIMARY KEY, status text, "
                     "created_at timestamptz NOT NULL)",
                     NULL, NULL);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     char *log;
 
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
@@ -402,7 +356,7 @@ START_TEST(es_refuses_unsafe_tables)
     /* With the date in the key, the TOASTable status column is the problem. */
     h_sql(e.conn, "ALTER TABLE orders DROP CONSTRAINT orders_pkey, "
                   "ADD PRIMARY KEY (id, created_at)");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
     log = h_read_file(e.log, NULL);
     ck_assert_msg(strstr(log, "leaves out of an UPDATE when they did not change (TOAST: status)"),
@@ -410,9 +364,9 @@ START_TEST(es_refuses_unsafe_tables)
     free(log);
 
     h_sql(e.conn, "ALTER TABLE orders REPLICA IDENTITY FULL");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     env_free(&e);
 }
 END_TEST
@@ -433,7 +387,7 @@ START_TEST(es_template_mismatch)
 
     ck_assert_int_eq(status, 200);
     free(body);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 2);
     log = h_read_file(e.log, NULL);
     ck_assert_msg(strstr(log, "index template pgfan-public-orders already exists in "
@@ -443,9 +397,9 @@ START_TEST(es_template_mismatch)
     free(log);
 
     write_config(&e, e.slot, "template_overwrite = yes\n");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "installed index template pgfan-public-orders", WAIT_MS);
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     body = h_es_request(e.es, "GET", "/_index_template/pgfan-public-orders", NULL, &status);
     ck_assert_ptr_nonnull(strstr(body, "\"pgfan_hash\""));
     free(body);
@@ -459,7 +413,7 @@ START_TEST(es_api_key)
 {
     const char *args[] = {"--api-key", "s3cr3t-key-value", NULL};
     Env e = env_new("es_auth", ORDERS_SQL, "api_key = wrong-key-value\n", args);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     char *log, *keyfile;
     Buf b = BUF_INIT;
 
@@ -476,11 +430,11 @@ START_TEST(es_api_key)
     buf_printf(&b, "api_key_file = %s\n", keyfile);
     write_config(&e, e.slot, b.data);
     buf_free(&b);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1, 1, 'new', 1.00, '2026-11-20 10:00+00')");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     ck_assert_int_eq(h_es_count(e.es, "orders-2026.11.20"), 1);
     log = h_read_file(e.log, NULL);
     ck_assert_ptr_null(strstr(log, "s3cr3t-key-value"));
@@ -521,11 +475,11 @@ START_TEST(es_tls_basic_auth_gzip_ilm)
                pwfile.data, certs);
     e = env_new("es_tls", ORDERS_SQL, extra.data, args);
     ck_assert_int_eq(strncmp(h_es_url(e.es), "https://", 8), 0);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     mixed_workload(e.conn, 1, 300);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     load_docs(&e, "orders-*");
     ck_assert_int_eq(differences(&e), 0);
     body = h_es_request(e.es, "GET", "/_test/stats", NULL, &status);
@@ -549,10 +503,10 @@ START_TEST(es_tls_basic_auth_gzip_ilm)
     h_rm_rf(e.log);
     confirmed = h_slot_confirmed_lsn(e.conn, e.slot);
     h_sql(e.conn, "INSERT INTO orders VALUES (9999, 1, 'new', 1.00, '2026-11-20 10:00+00')");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "SSL certificate problem", WAIT_MS);
     ck_assert_uint_eq(h_slot_confirmed_lsn(e.conn, e.slot), confirmed);
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     ck_assert_uint_eq(h_slot_confirmed_lsn(e.conn, e.slot), confirmed);
 
     env_free(&e);
@@ -567,30 +521,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("es_e2e");
-    TCase *tc = tcase_create("stream");
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGPORT", "PGFAN_TEST_BIN", "PGFAN_TEST_ES_SERVER", NULL};
+    const TTest *const tests[] = {es_documents_equal_source,
+                                  es_faults_and_kill9_lose_nothing,
+                                  es_mapping_error_dead_letters,
+                                  es_truncate,
+                                  es_refuses_unsafe_tables,
+                                  es_template_mismatch,
+                                  es_api_key,
+                                  es_tls_basic_auth_gzip_ilm,
+                                  NULL};
 
-    if (!getenv("PGFAN_TEST_PGPORT") || !getenv("PGFAN_TEST_BIN") ||
-        !getenv("PGFAN_TEST_ES_SERVER")) {
-        fprintf(stderr, "es_e2e: PGFAN_TEST_PGPORT, PGFAN_TEST_BIN and PGFAN_TEST_ES_SERVER must "
-                        "be set (run tests/run.sh)\n");
-        return 77; /* meson: skipped */
-    }
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, es_documents_equal_source);
-    tcase_add_test(tc, es_faults_and_kill9_lose_nothing);
-    tcase_add_test(tc, es_mapping_error_dead_letters);
-    tcase_add_test(tc, es_truncate);
-    tcase_add_test(tc, es_refuses_unsafe_tables);
-    tcase_add_test(tc, es_template_mismatch);
-    tcase_add_test(tc, es_api_key);
-    tcase_add_test(tc, es_tls_basic_auth_gzip_ilm);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite("es_e2e", "stream", 300, env, tests, NULL);
 }

@@ -74,11 +74,8 @@ static Env env_new(const char *name, bool with_file, const char *extra)
     Buf b = BUF_INIT;
 
     memset(&e, 0, sizeof e);
-    e.dir = h_tmpdir();
+    e.conn = h_setup(name, "CREATE TABLE orders(id bigint PRIMARY KEY, v int)", &e.dir);
     e.db = xstrdup(name);
-    h_create_db(e.db);
-    e.conn = h_pg_connect(e.db);
-    h_sql(e.conn, "CREATE TABLE orders(id bigint PRIMARY KEY, v int)");
     buf_printf(&b, "%s.public.orders", name);
     e.topic = b.data;
     buf_init(&b);
@@ -88,34 +85,26 @@ static Env env_new(const char *name, bool with_file, const char *extra)
         e.config = h_write_config(e.dir, e.db, e.db, "public.orders", b.data);
     } else {
         char *dsn = h_dsn(e.db);
-        Buf path = BUF_INIT;
 
-        buf_printf(&path, "%s/pgfan.conf", e.dir);
-        h_write_file(path.data,
+        e.config = h_path(e.dir, "pgfan.conf");
+        h_write_file(e.config,
                      "[source]\ndsn = %s\nslot = %s\ntables = public.orders\n"
                      "status_interval = 1s\n\n[status]\nsocket = %s/status.sock\n\n"
                      "[log]\nlevel = debug\n\n%s\n",
                      dsn, e.db, e.dir, b.data);
-        e.config = path.data;
         free(dsn);
     }
     buf_free(&b);
-    buf_printf(&b, "%s/pgfan.log", e.dir);
-    e.log = b.data;
-    buf_init(&b);
-    buf_printf(&b, "%s/out.ndjson", e.dir);
-    e.out = b.data;
+    e.log = h_path(e.dir, "pgfan.log");
+    e.out = h_path(e.dir, "out.ndjson");
     return e;
 }
 
 static void env_free(Env *e)
 {
-    h_drop_slot(e->conn, e->db);
-    PQfinish(e->conn);
     h_kill(e->broker, SIGTERM);
     h_wait_exit(e->broker, WAIT_MS);
-    h_rm_rf(e->dir);
-    free(e->dir);
+    h_teardown(e->conn, e->db, e->dir);
     free(e->db);
     free(e->config);
     free(e->log);
@@ -124,50 +113,10 @@ static void env_free(Env *e)
     free(e->bootstrap);
 }
 
-static pid_t start_pgfan_with(const char *config, const char *log)
-{
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", config, NULL};
-    return h_spawn(argv, log);
-}
-
-static pid_t start_pgfan(const Env *e)
-{
-    return start_pgfan_with(e->config, e->log);
-}
-
-static void stop_pgfan(pid_t pid)
-{
-    h_kill(pid, SIGTERM);
-    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
-}
-
-typedef struct SlotWait {
-    PGconn *conn;
-    const char *slot;
-    Lsn target;
-} SlotWait;
-
-static bool slot_reached(void *arg)
-{
-    SlotWait *w = arg;
-    return h_slot_confirmed_lsn(w->conn, w->slot) >= w->target;
-}
-
-static void wait_confirmed_current(Env *e)
-{
-    h_wait_slot_confirmed(e->conn, e->db, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
-}
-
 /* ---- reading the topic ---- */
 
-typedef struct Record {
-    uint64_t lsn, commit_lsn;
-    uint64_t id;
-    char op;
-} Record;
-
 typedef struct Records {
-    Record *items;
+    HChange *items;
     size_t n;
 } Records;
 
@@ -225,7 +174,7 @@ static Records consume(const Env *e, size_t want)
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         rd_kafka_headers_t *h = NULL;
         const char *after;
-        Record *r;
+        HChange *r;
 
         if (m == NULL)
             continue;
@@ -286,16 +235,6 @@ static bool has_id(const Records *rs, uint64_t id)
     return false;
 }
 
-static int record_cmp(const void *a, const void *b)
-{
-    const Record *x = a, *y = b;
-    if (x->commit_lsn != y->commit_lsn)
-        return x->commit_lsn < y->commit_lsn ? -1 : 1;
-    if (x->lsn != y->lsn)
-        return x->lsn < y->lsn ? -1 : 1;
-    return 0;
-}
-
 /* ---- workload (as in test_e2e.c) ---- */
 
 /* Rows of the harness's crash-test workload (h_workload_start). */
@@ -311,61 +250,28 @@ static int record_cmp(const void *a, const void *b)
 START_TEST(test_kafka_kill9_at_least_once)
 {
     Env e = env_new("kafka_kill", false, NULL);
-    pid_t pid = start_pgfan(&e);
-    SlotWait moved;
+    pid_t pid = h_pgfan_start(e.config, e.log);
     PGconn *w;
-    Lsn confirmed;
+    Lsn start, confirmed;
     Records rs;
-    size_t dups = 0;
-    bool *inserted, *updated;
+    size_t dups;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    moved.conn = e.conn;
-    moved.slot = e.db;
-    moved.target = h_wal_insert_lsn(e.conn) + 1;
+    start = h_wal_insert_lsn(e.conn);
     w = h_workload_start(e.db, WORKLOAD_ROWS);
     /* mid-stream: something was delivered and confirmed, the workload goes on */
-    ck_assert(h_wait_until(slot_reached, &moved, WAIT_MS));
-    h_kill(pid, SIGKILL);
-    h_wait_exit(pid, WAIT_MS);
-    h_wait_slot_inactive(e.conn, e.db, WAIT_MS);
-    confirmed = h_slot_confirmed_lsn(e.conn, e.db);
+    ck_assert(h_slot_reaches(e.conn, e.db, start + 1, WAIT_MS));
+    confirmed = h_pgfan_crash(pid, e.conn, e.db, WAIT_MS);
 
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_workload_finish(w);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.db, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
 
     rs = consume(&e, WORKLOAD_ROWS + WORKLOAD_ROWS / 3);
-    inserted = xcalloc(WORKLOAD_ROWS + 1, sizeof *inserted);
-    updated = xcalloc(WORKLOAD_ROWS + 1, sizeof *updated);
-    for (size_t i = 0; i < rs.n; i++) {
-        uint64_t id = rs.items[i].id;
-        ck_assert(id >= 1 && id <= WORKLOAD_ROWS);
-        if (rs.items[i].op == 'c')
-            inserted[id] = true;
-        else if (rs.items[i].op == 'u')
-            updated[id] = true;
-    }
-    for (uint64_t id = 1; id <= WORKLOAD_ROWS; id++) {
-        ck_assert_msg(inserted[id], "insert of id %llu lost", (unsigned long long)id);
-        if (id % 3 == 2)
-            ck_assert_msg(updated[id], "update of id %llu lost", (unsigned long long)id);
-    }
-    qsort(rs.items, rs.n, sizeof *rs.items, record_cmp);
-    for (size_t i = 1; i < rs.n; i++) {
-        if (record_cmp(&rs.items[i - 1], &rs.items[i]) == 0) {
-            dups++;
-            ck_assert_msg(rs.items[i].commit_lsn > confirmed,
-                          "duplicate of a change confirmed before the kill (commit %llx <= %llx)",
-                          (unsigned long long)rs.items[i].commit_lsn,
-                          (unsigned long long)confirmed);
-        }
-    }
+    dups = h_workload_check(rs.items, rs.n, WORKLOAD_ROWS, confirmed);
     fprintf(stderr, "kafka kill -9: %zu records, %zu duplicates, all after the confirmed "
             "position\n", rs.n, dups);
-    free(inserted);
-    free(updated);
     free(rs.items);
     env_free(&e);
 }
@@ -380,29 +286,27 @@ START_TEST(test_kafka_and_file_confirm_the_minimum)
 {
     Env e = env_new("kafka_min", true, NULL);
     pid_t pid;
-    SlotWait w;
+    Lsn second;
     Records rs;
     char *text;
 
     /* h_write_config has no status_interval: append it to [source] via env */
     setenv("PGFAN_SOURCE_STATUS_INTERVAL", "1s", 1);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1, 0)");
-    wait_confirmed_current(&e);
+    h_wait_caught_up(e.conn, e.db, WAIT_MS, e.log);
 
     kill(e.broker, SIGSTOP);
     h_sql(e.conn, "INSERT INTO orders VALUES (2, 0)");
-    w.conn = e.conn;
-    w.slot = e.db;
-    w.target = h_wal_insert_lsn(e.conn);
+    second = h_wal_insert_lsn(e.conn);
     h_wait_file_contains(e.out, "\"after\":{\"id\":2,", WAIT_MS);
     /* the file has it; Kafka does not: several status updates must not confirm it */
-    ck_assert_msg(!h_wait_until(slot_reached, &w, 3000),
+    ck_assert_msg(!h_slot_reaches(e.conn, e.db, second, 3000),
                   "the slot confirmed a change the frozen broker never acknowledged");
     kill(e.broker, SIGCONT);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.db, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     rs = consume(&e, 2);
     ck_assert(has_id(&rs, 1));
     ck_assert(has_id(&rs, 2));
@@ -420,14 +324,13 @@ START_TEST(test_kafka_standby_takes_over)
 {
     Env e = env_new("kafka_ha", false, NULL);
     char *dir2 = h_tmpdir();
-    Buf cfg2 = BUF_INIT, log2 = BUF_INIT;
+    char *cfg2 = h_path(dir2, "pgfan.conf");
+    char *log2 = h_path(dir2, "pgfan.log");
     char *conf_text = h_read_file(e.config, NULL);
     pid_t active, standby;
     Records rs;
 
     /* the same config, its own status socket */
-    buf_printf(&cfg2, "%s/pgfan.conf", dir2);
-    buf_printf(&log2, "%s/pgfan.log", dir2);
     {
         char *sock = strstr(conf_text, e.dir);
         Buf text = BUF_INIT;
@@ -435,51 +338,37 @@ START_TEST(test_kafka_standby_takes_over)
         buf_append(&text, conf_text, (size_t)(sock - conf_text));
         buf_append_str(&text, dir2);
         buf_append_str(&text, sock + strlen(e.dir));
-        h_write_file(cfg2.data, "%s", text.data);
+        h_write_file(cfg2, "%s", text.data);
         buf_free(&text);
     }
-    active = start_pgfan(&e);
+    active = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    standby = start_pgfan_with(cfg2.data, log2.data);
-    h_wait_file_contains(log2.data, "is held by another consumer", WAIT_MS);
+    standby = h_pgfan_start(cfg2, log2);
+    h_wait_file_contains(log2, "is held by another consumer", WAIT_MS);
 
-    stop_pgfan(active);
-    h_wait_file_contains(log2.data, "streaming from slot", WAIT_MS);
+    h_pgfan_stop(active, WAIT_MS);
+    h_wait_file_contains(log2, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (77, 0)");
-    wait_confirmed_current(&e);
-    stop_pgfan(standby);
+    h_wait_caught_up(e.conn, e.db, WAIT_MS, e.log);
+    h_pgfan_stop(standby, WAIT_MS);
     rs = consume(&e, 1);
     ck_assert(has_id(&rs, 77));
     free(rs.items);
     free(conf_text);
     h_rm_rf(dir2);
     free(dir2);
-    buf_free(&cfg2);
-    buf_free(&log2);
+    free(cfg2);
+    free(log2);
     env_free(&e);
 }
 END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("kafka_e2e");
-    TCase *tc = tcase_create("stream");
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGPORT", "PGFAN_TEST_BIN", NULL};
+    const TTest *const tests[] = {test_kafka_kill9_at_least_once,
+                                  test_kafka_and_file_confirm_the_minimum,
+                                  test_kafka_standby_takes_over, NULL};
 
-    if (!getenv("PGFAN_TEST_PGPORT") || !getenv("PGFAN_TEST_BIN")) {
-        fprintf(stderr,
-                "kafka_e2e: PGFAN_TEST_PGPORT and PGFAN_TEST_BIN must be set (run tests/run.sh)\n");
-        return 77; /* meson: skipped */
-    }
-    tcase_set_timeout(tc, 240);
-    tcase_add_test(tc, test_kafka_kill9_at_least_once);
-    tcase_add_test(tc, test_kafka_and_file_confirm_the_minimum);
-    tcase_add_test(tc, test_kafka_standby_takes_over);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite("kafka_e2e", "stream", 240, env, tests, NULL);
 }

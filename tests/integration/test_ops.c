@@ -36,28 +36,18 @@ typedef struct Env {
     PGconn *conn;
 } Env;
 
-static char *path_in(const char *dir, const char *name)
-{
-    Buf b = BUF_INIT;
-
-    buf_printf(&b, "%s/%s", dir, name);
-    return b.data;
-}
-
 /* A database (also the slot's name) with orders(id) and noise(v); no config yet. */
 static Env env_new(const char *name)
 {
     Env e;
 
-    e.dir = h_tmpdir();
+    e.conn = h_setup(name, "CREATE TABLE orders(id bigint PRIMARY KEY); CREATE TABLE noise(v int)",
+                     &e.dir);
     e.db = xstrdup(name);
-    h_create_db(e.db);
-    e.conn = h_pg_connect(e.db);
-    h_sql(e.conn, "CREATE TABLE orders(id bigint PRIMARY KEY); CREATE TABLE noise(v int)");
-    e.config = path_in(e.dir, "pgfan.conf");
-    e.out = path_in(e.dir, "out.ndjson");
-    e.log = path_in(e.dir, "pgfan.log");
-    e.sock = path_in(e.dir, "status.sock");
+    e.config = h_path(e.dir, "pgfan.conf");
+    e.out = h_path(e.dir, "out.ndjson");
+    e.log = h_path(e.dir, "pgfan.log");
+    e.sock = h_path(e.dir, "status.sock");
     return e;
 }
 
@@ -84,10 +74,7 @@ static void write_config(const Env *e, const char *source_extra, const char *sta
 
 static void env_free(Env *e)
 {
-    h_drop_slot(e->conn, e->db);
-    PQfinish(e->conn);
-    h_rm_rf(e->dir);
-    free(e->dir);
+    h_teardown(e->conn, e->db, e->dir);
     free(e->db);
     free(e->config);
     free(e->out);
@@ -95,29 +82,15 @@ static void env_free(Env *e)
     free(e->sock);
 }
 
-static pid_t start_pgfan(const Env *e)
-{
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
-    return h_spawn(argv, e->log);
-}
-
-static void stop_pgfan(pid_t pid)
-{
-    h_kill(pid, SIGTERM);
-    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
-}
-
 /* Runs `pgfan status -s SOCK ARGS...`; returns its exit code, *out its output (caller frees). */
 static int run_status(const Env *e, const char *arg1, const char *arg2, char **out)
 {
-    char *path = path_in(e->dir, "status.out");
-    const char *argv[] = {h_pgfan_bin(), "status", "-s", e->sock, arg1, arg2, NULL};
-    pid_t pid;
+    char *path = h_path(e->dir, "status.out");
     int rc;
 
     h_write_file(path, "%s", "");
-    pid = h_spawn(argv, path);
-    rc = h_wait_exit(pid, WAIT_MS);
+    /* arg1 NULL ends the arguments there */
+    rc = h_pgfan_cmd(path, WAIT_MS, "status", "-s", e->sock, arg1, arg2, NULL);
     *out = h_read_file(path, NULL);
     free(path);
     return rc;
@@ -237,24 +210,6 @@ static char *wait_status_num(const Env *e, const char *obj, const char *key, dou
 
 /* ---- HTTP (metrics) ---- */
 
-static int free_tcp_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-
-    ck_assert_int_ge(fd, 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 /* A listening socket that never accepts: requests to it hang (the webhook never answers). */
 static int blackhole(int *port)
 {
@@ -272,75 +227,12 @@ static int blackhole(int *port)
     return fd;
 }
 
-static char *http_get(int port, const char *path)
-{
-    struct sockaddr_in a;
-    struct timeval tv = {10, 0};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    Buf req = BUF_INIT, resp = BUF_INIT;
-    char chunk[4096];
-    ssize_t n;
-
-    ck_assert_int_ge(fd, 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return NULL;
-    }
-    buf_printf(&req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
-    ck_assert_int_eq(send(fd, req.data, req.len, MSG_NOSIGNAL), (ssize_t)req.len);
-    while ((n = recv(fd, chunk, sizeof chunk, 0)) > 0)
-        buf_append(&resp, chunk, (size_t)n);
-    close(fd);
-    buf_free(&req);
-    return resp.data ? resp.data : xstrdup("");
-}
-
-/* The value of the sample whose name and labels are series, or -1 when absent. */
-static double sample_value(const char *body, const char *series)
-{
-    size_t len = strlen(series);
-
-    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-        if (strncmp(p, series, len) == 0 && p[len] == ' ')
-            return strtod(p + len + 1, NULL);
-    }
-    return -1;
-}
-
-static void promtool_check(const char *dir, const char *body)
-{
-    Buf path = BUF_INIT, cmd = BUF_INIT;
-    int rc;
-
-    if (access("/usr/bin/promtool", X_OK) != 0) {
-        printf("test_ops: /usr/bin/promtool not installed; skipping promtool check metrics\n");
-        return;
-    }
-    buf_printf(&path, "%s/metrics.txt", dir);
-    h_write_file(path.data, "%s", body);
-    buf_printf(&cmd, "/usr/bin/promtool check metrics < '%s' > '%s.out' 2>&1", path.data,
-               path.data);
-    rc = system(cmd.data);
-    if (rc != 0) {
-        Buf out = BUF_INIT;
-        buf_printf(&out, "%s.out", path.data);
-        ck_abort_msg("promtool check metrics failed (%d):\n%s", rc, h_read_file(out.data, NULL));
-    }
-    buf_free(&path);
-    buf_free(&cmd);
-}
-
 /* ---- the slot monitor ---- */
 
 START_TEST(test_slot_monitor_reports)
 {
     Env e = env_new("ops_monitor");
-    int port = free_tcp_port();
+    int port = h_free_tcp_port();
     char status_extra[64];
     pid_t pid;
     char *doc, *text, *r, *body;
@@ -348,7 +240,7 @@ START_TEST(test_slot_monitor_reports)
     snprintf(status_extra, sizeof status_extra, "metrics_listen = 127.0.0.1:%d\n", port);
     write_config(&e, "slot_check_interval = 200ms\n", status_extra, "debug", "text", "out.ndjson",
                  "");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1)");
     doc = wait_status(&e, "\"wal_status\":\"reserved\"", "\"active\":true");
@@ -388,19 +280,19 @@ START_TEST(test_slot_monitor_reports)
     ck_assert_msg(strncmp(text, "OK: streaming", 13) == 0, "%s", text);
     free(text);
 
-    r = http_get(port, "/metrics");
+    r = h_http_get(port, "/metrics");
     ck_assert_ptr_nonnull(r);
     body = strstr(r, "\r\n\r\n");
     ck_assert_ptr_nonnull(body);
     body += 4;
-    ck_assert(sample_value(body, "pgfan_slot_wal_status{wal_status=\"reserved\"}") == 1);
-    ck_assert(sample_value(body, "pgfan_slot_wal_status{wal_status=\"lost\"}") == 0);
-    ck_assert(sample_value(body, "pgfan_slot_wal_status{wal_status=\"unreserved\"}") == 0);
-    ck_assert(sample_value(body, "pgfan_slot_retained_wal_bytes") >= 0);
-    ck_assert(sample_value(body, "pgfan_slot_safe_wal_size_bytes") == -1); /* absent: unlimited */
-    ck_assert(sample_value(body, "pgfan_slot_monitor_up") == 1);
-    ck_assert(sample_value(body, "pgfan_heartbeats_total") >= 0);
-    promtool_check(e.dir, body);
+    ck_assert(h_metric_value(body, "pgfan_slot_wal_status{wal_status=\"reserved\"}") == 1);
+    ck_assert(h_metric_value(body, "pgfan_slot_wal_status{wal_status=\"lost\"}") == 0);
+    ck_assert(h_metric_value(body, "pgfan_slot_wal_status{wal_status=\"unreserved\"}") == 0);
+    ck_assert(h_metric_value(body, "pgfan_slot_retained_wal_bytes") >= 0);
+    ck_assert(h_metric_value(body, "pgfan_slot_safe_wal_size_bytes") == -1); /* absent: unlimited */
+    ck_assert(h_metric_value(body, "pgfan_slot_monitor_up") == 1);
+    ck_assert(h_metric_value(body, "pgfan_heartbeats_total") >= 0);
+    h_promtool_check(e.dir, body);
     free(r);
 
     /* the monitor's connection dies: it comes back after a backoff; streaming never stops */
@@ -411,10 +303,10 @@ START_TEST(test_slot_monitor_reports)
     h_wait_file_contains(e.log, "WARNING slot-monitor: could not ", WAIT_MS);
     h_wait_file_contains(e.log, "INFO slot-monitor: connected again", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (2)");
-    h_wait_slot_confirmed(e.conn, e.db, h_wal_insert_lsn(e.conn), WAIT_MS, e.log);
+    h_wait_caught_up(e.conn, e.db, WAIT_MS, e.log);
     ck_assert_uint_eq(h_count_lines(e.out), 2);
     ck_assert(!h_file_contains(e.log, "replication: could not"));
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     env_free(&e);
 }
 END_TEST
@@ -452,7 +344,7 @@ START_TEST(test_slot_unreserved_then_lost)
              port);
     write_config(&e, "slot_check_interval = 100ms\nheartbeat_interval = 0\n", "", "debug", "text",
                  "out.ndjson", tail);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders VALUES (1)");
     free(wait_status(&e, "\"inflight_transactions\":1", "\"wal_status\":\"reserved\""));
@@ -514,7 +406,7 @@ START_TEST(test_heartbeat_advances_idle_slot)
 
     write_config(&e, "heartbeat_interval = 200ms\nslot_check_interval = 1s\n", "", "debug", "text",
                  "out.ndjson", "");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     /* nothing else writes to this database: only heartbeats move its slot */
     doc = wait_status_num(&e, "\"heartbeat\":{", "sent", 3);
@@ -534,7 +426,7 @@ START_TEST(test_heartbeat_advances_idle_slot)
     free(doc);
     /* heartbeats are not changes: no output */
     ck_assert_uint_eq(h_count_lines(e.out), 0);
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     env_free(&e);
 }
 END_TEST
@@ -585,7 +477,7 @@ START_TEST(test_sighup_reload)
     char *doc, *text;
 
     write_config(&e, "heartbeat_interval = 10s\n", "", "info", "text", "out.ndjson", "");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     doc = wait_status(&e, "\"log_level\":\"info\",\"log_format\":\"text\"", NULL);
     free(doc);
@@ -628,9 +520,9 @@ START_TEST(test_sighup_reload)
 
     /* still streaming, to the path it started with */
     h_sql(e.conn, "INSERT INTO orders VALUES (1)");
-    h_wait_slot_confirmed(e.conn, e.db, h_wal_insert_lsn(e.conn), WAIT_MS, e.log);
+    h_wait_caught_up(e.conn, e.db, WAIT_MS, e.log);
     ck_assert_uint_eq(h_count_lines(e.out), 1);
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     /* after the switch every line is one JSON object */
     {
         size_t n;
@@ -652,28 +544,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("ops");
-    TCase *tc = tcase_create("ops");
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGPORT", "PGFAN_TEST_BIN", NULL};
+    const TTest *const tests[] = {
+        test_slot_monitor_reports,        test_heartbeat_advances_idle_slot,
+        test_wal2json_heartbeat_messages, test_sighup_reload,
+        test_slot_unreserved_then_lost,   NULL};
 
-    if (!getenv("PGFAN_TEST_PGPORT") || !getenv("PGFAN_TEST_BIN")) {
-        fprintf(stderr,
-                "ops: PGFAN_TEST_PGPORT and PGFAN_TEST_BIN must be set (run tests/run.sh)\n");
-        return 77; /* meson: skipped */
-    }
-    tcase_set_timeout(tc, 180);
     /* max_slot_wal_keep_size is restored even when the lost-slot test fails */
-    tcase_add_unchecked_fixture(tc, NULL, restore_keep_size);
-    tcase_add_test(tc, test_slot_monitor_reports);
-    tcase_add_test(tc, test_heartbeat_advances_idle_slot);
-    tcase_add_test(tc, test_wal2json_heartbeat_messages);
-    tcase_add_test(tc, test_sighup_reload);
-    tcase_add_test(tc, test_slot_unreserved_then_lost);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite("ops", "ops", 180, env, tests, restore_keep_size);
 }

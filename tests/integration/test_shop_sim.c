@@ -396,33 +396,12 @@ START_TEST(bad_input_is_refused)
 }
 END_TEST
 
-static Suite *shop_sim_suite(void)
-{
-    Suite *s = suite_create("shop_sim");
-    TCase *tc = tcase_create("shop_sim");
-
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, history_is_deterministic);
-    tcase_add_test(tc, history_is_consistent);
-    tcase_add_test(tc, live_reaches_its_rate);
-    tcase_add_test(tc, live_stops_on_sigterm);
-    tcase_add_test(tc, bad_input_is_refused);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGHOST", "PGFAN_TEST_SHOP_SIM", NULL};
+    const TTest *const tests[] = {history_is_deterministic, history_is_consistent,
+                                  live_reaches_its_rate,    live_stops_on_sigterm,
+                                  bad_input_is_refused,     NULL};
 
-    if (!getenv("PGFAN_TEST_PGHOST") || !getenv("PGFAN_TEST_SHOP_SIM")) {
-        fprintf(stderr, "test_shop_sim: PGFAN_TEST_PGHOST/PGFAN_TEST_SHOP_SIM not set; skipping\n");
-        return 77;
-    }
-    sr = srunner_create(shop_sim_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return h_run_suite("shop_sim", "shop_sim", 300, env, tests, NULL);
 }

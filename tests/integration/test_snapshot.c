@@ -53,21 +53,13 @@ static Env env_new(const char *name, const char *schema_sql, const char *tables,
     Env e;
     Buf b = BUF_INIT;
 
-    e.dir = h_tmpdir();
+    e.conn = h_setup(name, schema_sql, &e.dir);
     e.db = xstrdup(name);
     e.slot = xstrdup(name);
-    h_create_db(e.db);
-    e.conn = h_pg_connect(e.db);
-    if (schema_sql)
-        h_sql(e.conn, "%s", schema_sql);
     e.config = NULL;
     env_config(&e, tables, extra);
-    buf_printf(&b, "%s/out.ndjson", e.dir);
-    e.out = b.data;
-    buf_init(&b);
-    buf_printf(&b, "%s/pgfan.log", e.dir);
-    e.log = b.data;
-    buf_init(&b);
+    e.out = h_path(e.dir, "out.ndjson");
+    e.log = h_path(e.dir, "pgfan.log");
     buf_printf(&b, "%s/pgfan-%s.snapshot", e.dir, e.slot);
     e.state = b.data;
     return e;
@@ -75,45 +67,13 @@ static Env env_new(const char *name, const char *schema_sql, const char *tables,
 
 static void env_free(Env *e)
 {
-    h_drop_slot(e->conn, e->slot);
-    PQfinish(e->conn);
-    h_rm_rf(e->dir);
-    free(e->dir);
+    h_teardown(e->conn, e->slot, e->dir);
     free(e->db);
     free(e->slot);
     free(e->config);
     free(e->out);
     free(e->log);
     free(e->state);
-}
-
-static pid_t start_pgfan(const Env *e)
-{
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
-    return h_spawn(argv, e->log);
-}
-
-static void stop_pgfan(pid_t pid)
-{
-    h_kill(pid, SIGTERM);
-    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
-}
-
-static void wait_confirmed_current(Env *e)
-{
-    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
-}
-
-/* The integer after "key": in line (first occurrence). */
-static uint64_t json_u64(const char *line, const char *key)
-{
-    char pat[64];
-    const char *p;
-
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    p = strstr(line, pat);
-    ck_assert_msg(p != NULL, "no %s in %s", key, line);
-    return strtoull(p + strlen(pat), NULL, 10);
 }
 
 /* The consistent point in the state file ("done <slot> X/X"). */
@@ -255,42 +215,6 @@ static void fill_shop(PGconn *conn, long orders, long customers, long stores)
           orders, customers, stores);
 }
 
-/* Starts CALL churn(...) on a new connection without waiting. */
-static PGconn *churn_start(const Env *e, int n, long first_new, long span)
-{
-    PGconn *w = h_pg_connect(e->db);
-    char sql[128];
-
-    snprintf(sql, sizeof sql, "CALL churn(%d, %ld, %ld)", n, first_new, span);
-    ck_assert_msg(PQsendQuery(w, sql) == 1, "%s", PQerrorMessage(w));
-    return w;
-}
-
-static void churn_finish(PGconn *w)
-{
-    PGresult *res;
-
-    while ((res = PQgetResult(w)) != NULL) {
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "churn: %s",
-                      PQresultErrorMessage(res));
-        PQclear(res);
-    }
-    PQfinish(w);
-}
-
-/* ---- waits ------------------------------------------------------------------- */
-
-typedef struct LinesWait {
-    const char *path;
-    size_t n;
-} LinesWait;
-
-static bool has_lines(void *arg)
-{
-    LinesWait *w = arg;
-    return h_count_lines(w->path) >= w->n;
-}
-
 static const char *const shop_tables[] = {"orders", "customers", "stores", NULL};
 
 /*
@@ -328,7 +252,7 @@ START_TEST(snapshot_three_tables_exactly_once)
     const long counts[] = {60000, 3000, 40};
     char *seen[3];
     long got[3] = {0, 0, 0};
-    pid_t pid, st;
+    pid_t pid;
     char **lines;
     size_t n, lasts = 0, last_at = 0, first_c = 0;
     Lsn cp;
@@ -337,26 +261,22 @@ START_TEST(snapshot_three_tables_exactly_once)
     fill_shop(e.conn, counts[0], counts[1], counts[2]);
     for (int t = 0; t < 3; t++)
         seen[t] = xcalloc((size_t)counts[t] + 1, 1);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO stores VALUES (1000, 'new', 'DE');"
                   "INSERT INTO customers VALUES (100000, 'new@example.com');"
                   "INSERT INTO orders VALUES (1000000, 1, 'new', 1.00, true)");
-    wait_confirmed_current(&e);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
 
     buf_printf(&sock, "%s/status.sock", e.dir);
     buf_printf(&json, "%s/status.json", e.dir);
-    {
-        const char *argv[] = {h_pgfan_bin(), "status", "-s", sock.data, "--json", NULL};
-        st = h_spawn(argv, json.data);
-        ck_assert_int_eq(h_wait_exit(st, WAIT_MS), 0);
-    }
+    ck_assert_int_eq(h_pgfan_cmd(json.data, WAIT_MS, "status", "-s", sock.data, "--json", NULL), 0);
     ck_assert(h_file_contains(json.data, "\"state\":\"streaming\""));
     ck_assert(h_file_contains(json.data, "\"snapshot\":{\"state\":\"done\""));
     ck_assert(h_file_contains(json.data, "\"rows\":63040,"));
     ck_assert(h_file_contains(json.data, "{\"table\":\"public.orders\",\"rows\":60000,"
                                          "\"estimated_rows\":60000,"));
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
 
     cp = state_lsn(&e, "done snap_basic ");
     lines = h_read_lines(e.out, &n);
@@ -367,12 +287,12 @@ START_TEST(snapshot_three_tables_exactly_once)
         int t = strstr(l, "\"table\":\"orders\"")      ? 0
                 : strstr(l, "\"table\":\"customers\"") ? 1
                                                        : 2;
-        uint64_t id = json_u64(l, "id");
+        uint64_t id = h_json_u64(l, "id");
 
         if (!read) {
             ck_assert_msg(strstr(l, "\"op\":\"c\"") && strstr(l, "\"snapshot\":\"false\""), "%s",
                           l);
-            ck_assert_uint_gt(json_u64(l, "commit_lsn"), cp);
+            ck_assert_uint_gt(h_json_u64(l, "commit_lsn"), cp);
             if (!first_c)
                 first_c = i;
             continue;
@@ -382,8 +302,8 @@ START_TEST(snapshot_three_tables_exactly_once)
         ck_assert_msg(!seen[t][id], "row read twice: %s", l);
         seen[t][id] = 1;
         got[t]++;
-        ck_assert_uint_eq(json_u64(l, "commit_lsn"), cp);
-        ck_assert_uint_lt(json_u64(l, "lsn"), cp);
+        ck_assert_uint_eq(h_json_u64(l, "commit_lsn"), cp);
+        ck_assert_uint_lt(h_json_u64(l, "lsn"), cp);
         ck_assert_ptr_nonnull(strstr(l, "\"txId\":null"));
         if (strstr(l, "\"snapshot\":\"last\"")) {
             lasts++;
@@ -449,15 +369,15 @@ START_TEST(snapshot_values_equal_stream)
         "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, repeat('long ', 3000), NULL, NULL, "
         "NULL, NULL, NULL, NULL, NULL, NULL)",
         "public.t", NULL);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     char **lines;
     size_t n;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO t SELECT id + 100, b, n, nn, f, r, i2, ts, tsn, d, tm, tz, iv, by, "
                   "j, js, arr, tarr, txt, vc, ch, m, u, mo, o, inet, pt FROM t ORDER BY id");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     lines = h_read_lines(e.out, &n);
     ck_assert_uint_eq(n, 6);
     for (size_t i = 0; i < 3; i++) {
@@ -466,7 +386,7 @@ START_TEST(snapshot_values_equal_stream)
 
         ck_assert_ptr_nonnull(strstr(lines[i], "\"op\":\"r\""));
         ck_assert_ptr_nonnull(strstr(lines[i + 3], "\"op\":\"c\""));
-        ck_assert_uint_eq(json_u64(lines[i], "id") + 100, json_u64(lines[i + 3], "id"));
+        ck_assert_uint_eq(h_json_u64(lines[i], "id") + 100, h_json_u64(lines[i + 3], "id"));
         ck_assert_str_eq(snap, stream);
         free(snap);
         free(stream);
@@ -486,12 +406,12 @@ START_TEST(snapshot_concurrent_writes)
 
     fill_shop(e.conn, 300000, 20000, 100);
     h_sql(e.conn, "%s", churn_sql);
-    w = churn_start(&e, 20000, 10000000, 300000);
-    pid = start_pgfan(&e);
+    w = h_sql_send(e.db, "CALL churn(20000, 10000000, 300000)");
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    churn_finish(w);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_workload_finish(w);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     /* the workload really overlapped the snapshot: it was streamed, not read */
     ck_assert(h_file_contains(e.out, "\"op\":\"u\""));
     ck_assert(h_file_contains(e.out, "\"op\":\"d\""));
@@ -506,18 +426,16 @@ END_TEST
 START_TEST(snapshot_kill9_starts_over)
 {
     Env e = env_new("snap_kill", SHOP_SQL GATE_SQL, GATED_TABLES, "snapshot_workers = 3\n");
-    LinesWait lw = {NULL, 20000};
     PGconn *w, *gate;
     pid_t pid;
     Buf log2 = BUF_INIT;
 
     fill_shop(e.conn, 300000, 20000, 100);
     h_sql(e.conn, "%s", churn_sql);
-    lw.path = e.out;
-    w = churn_start(&e, 40000, 10000000, 300000);
-    pid = start_pgfan(&e);
+    w = h_sql_send(e.db, "CALL churn(40000, 10000000, 300000)");
+    pid = h_pgfan_start(e.config, e.log);
     gate = close_gate(&e, e.log);
-    ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
+    h_wait_lines(e.out, 20000, WAIT_MS);
     h_kill(pid, SIGKILL);
     h_wait_exit(pid, WAIT_MS);
     open_gate(gate);
@@ -525,16 +443,13 @@ START_TEST(snapshot_kill9_starts_over)
     ck_assert_uint_ne(state_lsn(&e, "in progress snap_kill "), LSN_INVALID);
 
     buf_printf(&log2, "%s/pgfan2.log", e.dir);
-    {
-        const char *argv[] = {h_pgfan_bin(), "run", "-c", e.config, NULL};
-        pid = h_spawn(argv, log2.data);
-    }
+    pid = h_pgfan_start(e.config, log2.data);
     h_wait_file_contains(log2.data, "streaming from slot", WAIT_MS);
     ck_assert(h_file_contains(log2.data, "did not finish"));
     ck_assert(h_file_contains(log2.data, "dropping the slot and starting over"));
-    churn_finish(w);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_workload_finish(w);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     state_lsn(&e, "done snap_kill ");
     /* the second snapshot empties the tables first (op t, snapshot true) */
     ck_assert(h_file_contains(e.out, "\"table\":\"orders\",\"lsn\":"));
@@ -550,24 +465,22 @@ END_TEST
 START_TEST(snapshot_sigterm_starts_over)
 {
     Env e = env_new("snap_term", SHOP_SQL GATE_SQL, GATED_TABLES, NULL);
-    LinesWait lw = {NULL, 10000};
     PGconn *gate;
     pid_t pid;
 
     fill_shop(e.conn, 200000, 1000, 10);
-    lw.path = e.out;
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     gate = close_gate(&e, e.log);
-    ck_assert(h_wait_until(has_lines, &lw, WAIT_MS));
-    stop_pgfan(pid);
+    h_wait_lines(e.out, 10000, WAIT_MS);
+    h_pgfan_stop(pid, WAIT_MS);
     open_gate(gate);
     ck_assert(h_file_contains(e.log, "the snapshot starts over at the next start"));
     ck_assert(!h_file_contains(e.out, "\"snapshot\":\"last\""));
     state_lsn(&e, "in progress snap_term ");
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     ck_assert(h_file_contains(e.log, "did not finish"));
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     state_lsn(&e, "done snap_term ");
     ck_assert_int_eq(replay_differences(&e, shop_tables), 0);
     env_free(&e);
@@ -602,10 +515,10 @@ START_TEST(snapshot_million_rows_bounded_memory)
     char *log, *rate;
 
     fill_shop(e.conn, 1000000, 0, 0);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     kb = peak_rss_kb(pid);
-    stop_pgfan(pid);
+    h_pgfan_stop(pid, WAIT_MS);
     ck_assert_uint_eq(h_count_lines(e.out), 1000000);
     ck_assert(h_file_contains(e.out, "\"after\":{\"id\":1000000,"));
     log = h_read_file(e.log, NULL);
@@ -631,12 +544,12 @@ START_TEST(snapshot_never_and_existing_slot)
     /* env_new wrote snapshot = initial; the environment overrides the file */
     fill_shop(e.conn, 0, 0, 30);
     setenv("PGFAN_SOURCE_SNAPSHOT", "never", 1);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     unsetenv("PGFAN_SOURCE_SNAPSHOT");
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO stores VALUES (500, 'new', 'FR')");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     lines = h_read_lines(e.out, &n);
     ck_assert_uint_eq(n, 1);
     ck_assert_ptr_nonnull(strstr(lines[0], "\"op\":\"c\""));
@@ -644,12 +557,12 @@ START_TEST(snapshot_never_and_existing_slot)
     ck_assert(access(e.state, F_OK) != 0);
 
     /* the same slot, now with snapshot = initial and no state file */
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_wait_file_contains(e.log, "assuming its initial snapshot finished", WAIT_MS);
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO stores VALUES (501, 'new', 'FR')");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
     ck_assert_uint_eq(h_count_lines(e.out), 2);
     env_free(&e);
 }
@@ -720,24 +633,7 @@ static long es_differences(Env *e, EsServer *es)
         "SELECT count(*), string_agg(id || ': ' || why, '; ') FROM bad WHERE why IS NOT NULL";
 
     ck_assert_msg(status == 200, "%ld %.200s", status, body);
-    h_sql(e->conn, "DROP TABLE IF EXISTS es_docs; CREATE TABLE es_docs (idx text, id text, "
-                   "version numeric, doc jsonb)");
-    for (char *line = body, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        const char *params[1];
-
-        nl = strchr(line, '\n');
-        if (nl)
-            *nl = '\0';
-        if (!*line)
-            continue;
-        params[0] = line;
-        res = PQexecParams(e->conn,
-                           "INSERT INTO es_docs SELECT d->>'_index', d->>'_id', "
-                           "(d->>'_version')::numeric, d->'_source' FROM (SELECT $1::jsonb d) s",
-                           1, NULL, params, NULL, NULL, 0);
-        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
-        PQclear(res);
-    }
+    h_load_es_docs(e->conn, body);
     free(body);
     res = PQexec(e->conn, sql);
     ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
@@ -784,7 +680,7 @@ START_TEST(snapshot_elasticsearch_equal_source)
     /* Slot creation waits for A; B starts meanwhile; then it waits for B;
      * C writes and stays open past the consistent point. */
     xa = begin_with_xid(a);
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     xw.xid = xa;
     ck_assert(h_wait_until(walsender_waits_for, &xw, WAIT_MS));
     xb = begin_with_xid(b);
@@ -795,12 +691,11 @@ START_TEST(snapshot_elasticsearch_equal_source)
     h_sql(b, "COMMIT");
     h_wait_file_contains(e.log, "snapshot: loading the existing rows", WAIT_MS);
     h_sql(c, "COMMIT");
-    w = h_pg_connect(e.db);
-    ck_assert_msg(PQsendQuery(w, "CALL es_churn(6000)") == 1, "%s", PQerrorMessage(w));
+    w = h_sql_send(e.db, "CALL es_churn(6000)");
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
-    churn_finish(w);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_workload_finish(w);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
 
     /* C's update really was older than the consistent point */
     cp = state_lsn(&e, "done snap_es ");
@@ -809,8 +704,8 @@ START_TEST(snapshot_elasticsearch_equal_source)
         if (strstr(lines[i], "\"status\":\"open at the consistent point\"") &&
             strstr(lines[i], "\"op\":\"u\"")) {
             found = true;
-            ck_assert_uint_lt(json_u64(lines[i], "lsn"), cp);
-            ck_assert_uint_gt(json_u64(lines[i], "commit_lsn"), cp);
+            ck_assert_uint_lt(h_json_u64(lines[i], "lsn"), cp);
+            ck_assert_uint_gt(h_json_u64(lines[i], "commit_lsn"), cp);
         }
     }
     ck_assert(found);
@@ -827,36 +722,18 @@ START_TEST(snapshot_elasticsearch_equal_source)
 }
 END_TEST
 
-static Suite *snapshot_suite(void)
-{
-    Suite *s = suite_create("snapshot");
-    TCase *tc = tcase_create("snapshot");
-
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, snapshot_three_tables_exactly_once);
-    tcase_add_test(tc, snapshot_values_equal_stream);
-    tcase_add_test(tc, snapshot_concurrent_writes);
-    tcase_add_test(tc, snapshot_kill9_starts_over);
-    tcase_add_test(tc, snapshot_sigterm_starts_over);
-    tcase_add_test(tc, snapshot_million_rows_bounded_memory);
-    tcase_add_test(tc, snapshot_never_and_existing_slot);
-    tcase_add_test(tc, snapshot_elasticsearch_equal_source);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGHOST", "PGFAN_TEST_BIN", NULL};
+    const TTest *const tests[] = {snapshot_three_tables_exactly_once,
+                                  snapshot_values_equal_stream,
+                                  snapshot_concurrent_writes,
+                                  snapshot_kill9_starts_over,
+                                  snapshot_sigterm_starts_over,
+                                  snapshot_million_rows_bounded_memory,
+                                  snapshot_never_and_existing_slot,
+                                  snapshot_elasticsearch_equal_source,
+                                  NULL};
 
-    if (!getenv("PGFAN_TEST_PGHOST") || !getenv("PGFAN_TEST_BIN")) {
-        fprintf(stderr, "test_snapshot: PGFAN_TEST_PG* or PGFAN_TEST_BIN not set; skipping\n");
-        return 77;
-    }
-    sr = srunner_create(snapshot_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite("snapshot", "snapshot", 600, env, tests, NULL);
 }

@@ -40,19 +40,14 @@ static Env env_new(const char *name, const char *schema_sql, const char *tables,
     Buf b = BUF_INIT;
     char *url;
 
-    e.dir = h_tmpdir();
+    e.conn = h_setup(name, schema_sql, &e.dir);
     e.db = xstrdup(name);
     e.slot = xstrdup(name);
-    h_create_db(e.db);
-    e.conn = h_pg_connect(e.db);
-    h_sql(e.conn, "%s", schema_sql);
     e.rx = http_receiver_start();
     if (fail_percent > 0)
         http_receiver_set_random_failures(e.rx, fail_percent, 7);
     url = http_receiver_url(e.rx, "/pgfan");
-    buf_printf(&b, "%s/dead.ndjson", e.dir);
-    e.dead = b.data;
-    buf_init(&b);
+    e.dead = h_path(e.dir, "dead.ndjson");
     buf_printf(&b,
                "[sink.webhook]\nurl = %s\nbatch_size = 20\nmax_in_flight = 4\n"
                "batch_linger = 20ms\ndead_letter = %s\nsecret = e2e-secret\n"
@@ -61,18 +56,14 @@ static Env env_new(const char *name, const char *schema_sql, const char *tables,
     e.config = h_write_config(e.dir, e.db, e.slot, tables, b.data);
     buf_free(&b);
     free(url);
-    buf_printf(&b, "%s/pgfan.log", e.dir);
-    e.log = b.data;
+    e.log = h_path(e.dir, "pgfan.log");
     return e;
 }
 
 static void env_free(Env *e)
 {
-    h_drop_slot(e->conn, e->slot); /* slots hold WAL */
-    PQfinish(e->conn);
     http_receiver_stop(e->rx);
-    h_rm_rf(e->dir);
-    free(e->dir);
+    h_teardown(e->conn, e->slot, e->dir);
     free(e->db);
     free(e->slot);
     free(e->config);
@@ -80,59 +71,12 @@ static void env_free(Env *e)
     free(e->dead);
 }
 
-static pid_t start_pgfan(const Env *e)
-{
-    const char *argv[] = {h_pgfan_bin(), "run", "-c", e->config, NULL};
-    return h_spawn(argv, e->log);
-}
-
-static void stop_pgfan(pid_t pid)
-{
-    h_kill(pid, SIGTERM);
-    ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
-}
-
-static void wait_confirmed_current(Env *e)
-{
-    h_wait_slot_confirmed(e->conn, e->slot, h_wal_insert_lsn(e->conn), WAIT_MS, e->log);
-}
-
-/* The integer after "key": in text, from the first occurrence. */
-static uint64_t json_u64(const char *text, const char *key)
-{
-    char pat[64];
-    const char *p;
-
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    p = strstr(text, pat);
-    ck_assert_msg(p != NULL, "no %s in %.200s", key, text);
-    return strtoull(p + strlen(pat), NULL, 10);
-}
-
-/* One delivered event: identity and row. */
-typedef struct Seen {
-    uint64_t commit_lsn;
-    uint64_t lsn;
-    uint64_t id;
-    bool update;
-} Seen;
-
-static int seen_cmp(const void *a, const void *b)
-{
-    const Seen *x = a, *y = b;
-    if (x->commit_lsn != y->commit_lsn)
-        return x->commit_lsn < y->commit_lsn ? -1 : 1;
-    if (x->lsn != y->lsn)
-        return x->lsn < y->lsn ? -1 : 1;
-    return 0;
-}
-
 /* Every event of every request the server accepted (2xx). Caller frees. */
-static Seen *delivered(HttpReceiver *rx, size_t *n_out)
+static HChange *delivered(HttpReceiver *rx, size_t *n_out)
 {
     size_t n, cap = 64, count = 0;
     HttpRequest *reqs = http_receiver_requests(rx, &n);
-    Seen *seen = xmalloc(cap * sizeof *seen);
+    HChange *seen = xmalloc(cap * sizeof *seen);
 
     for (size_t i = 0; i < n; i++) {
         if (reqs[i].status < 200 || reqs[i].status > 299)
@@ -148,12 +92,12 @@ static Seen *delivered(HttpReceiver *rx, size_t *n_out)
                 cap *= 2;
                 seen = xrealloc(seen, cap * sizeof *seen);
             }
-            seen[count].commit_lsn = json_u64(src, "commit_lsn");
-            seen[count].lsn = json_u64(src, "lsn");
-            seen[count].id = json_u64(strstr(ev, "\"after\":"), "id");
+            seen[count].commit_lsn = h_json_u64(src, "commit_lsn");
+            seen[count].lsn = h_json_u64(src, "lsn");
+            seen[count].id = h_json_u64(strstr(ev, "\"after\":"), "id");
             op = strstr(src, "\"op\":\"");
             ck_assert_ptr_nonnull(op);
-            seen[count].update = op[6] == 'u';
+            seen[count].op = op[6];
             count++;
         }
     }
@@ -180,17 +124,17 @@ START_TEST(webhook_changes_arrive)
     Env e = env_new("webhook_basic",
                     "CREATE TABLE orders(id bigint PRIMARY KEY, status text, total numeric(12,2))",
                     "public.orders", 0);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     size_t n, nreq;
-    Seen *seen;
+    HChange *seen;
     HttpRequest *reqs;
     char *h;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     h_sql(e.conn, "INSERT INTO orders SELECT i, 'new', 10.50 FROM generate_series(1, 50) i");
     h_sql(e.conn, "UPDATE orders SET status = 'paid' WHERE id <= 10");
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
 
     seen = delivered(e.rx, &n);
     ck_assert_uint_eq(n, 60);
@@ -224,80 +168,37 @@ START_TEST(webhook_kill9_at_least_once)
 {
     Env e = env_new("webhook_kill", "CREATE TABLE orders(id bigint PRIMARY KEY, v int)",
                     "public.orders", 10);
-    pid_t pid = start_pgfan(&e);
+    pid_t pid = h_pgfan_start(e.config, e.log);
     CountWait cw = {e.rx, 15};
     PGconn *w;
     Lsn confirmed;
-    size_t n, dups = 0;
-    Seen *seen;
-    bool *inserted = calloc(WORKLOAD_ROWS + 1, sizeof(bool));
-    bool *updated = calloc(WORKLOAD_ROWS + 1, sizeof(bool));
+    size_t n, dups;
+    HChange *seen;
 
     h_wait_file_contains(e.log, "streaming from slot", WAIT_MS);
     w = h_workload_start(e.db, WORKLOAD_ROWS);
     ck_assert(h_wait_until(has_ok_requests, &cw, WAIT_MS));
-    h_kill(pid, SIGKILL);
-    h_wait_exit(pid, WAIT_MS);
-    h_wait_slot_inactive(e.conn, e.slot, WAIT_MS);
-    confirmed = h_slot_confirmed_lsn(e.conn, e.slot);
+    confirmed = h_pgfan_crash(pid, e.conn, e.slot, WAIT_MS);
 
-    pid = start_pgfan(&e);
+    pid = h_pgfan_start(e.config, e.log);
     h_workload_finish(w);
-    wait_confirmed_current(&e);
-    stop_pgfan(pid);
+    h_wait_caught_up(e.conn, e.slot, WAIT_MS, e.log);
+    h_pgfan_stop(pid, WAIT_MS);
 
     seen = delivered(e.rx, &n);
-    for (size_t i = 0; i < n; i++) {
-        ck_assert(seen[i].id >= 1 && seen[i].id <= WORKLOAD_ROWS);
-        if (seen[i].update)
-            updated[seen[i].id] = true;
-        else
-            inserted[seen[i].id] = true;
-    }
-    for (uint64_t id = 1; id <= WORKLOAD_ROWS; id++) {
-        ck_assert_msg(inserted[id], "insert of id %llu lost", (unsigned long long)id);
-        if (id % 3 == 2)
-            ck_assert_msg(updated[id], "update of id %llu lost", (unsigned long long)id);
-    }
-    qsort(seen, n, sizeof *seen, seen_cmp);
-    for (size_t i = 1; i < n; i++) {
-        if (seen_cmp(&seen[i - 1], &seen[i]) == 0) {
-            dups++;
-            ck_assert_msg(seen[i].commit_lsn > confirmed,
-                          "duplicate of a change confirmed before the kill (commit %llx <= %llx)",
-                          (unsigned long long)seen[i].commit_lsn, (unsigned long long)confirmed);
-        }
-    }
+    dups = h_workload_check(seen, n, WORKLOAD_ROWS, confirmed);
     ck_assert_uint_eq(h_count_lines(e.dead), 0);
     fprintf(stderr, "webhook kill -9: %zu events delivered, %zu duplicates, %zu requests\n", n,
             dups, http_receiver_count(e.rx));
     free(seen);
-    free(inserted);
-    free(updated);
     env_free(&e);
 }
 END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("webhook_e2e");
-    TCase *tc = tcase_create("stream");
-    SRunner *sr;
-    int failed;
+    const char *const env[] = {"PGFAN_TEST_PGPORT", "PGFAN_TEST_BIN", NULL};
+    const TTest *const tests[] = {webhook_changes_arrive, webhook_kill9_at_least_once, NULL};
 
-    if (!getenv("PGFAN_TEST_PGPORT") || !getenv("PGFAN_TEST_BIN")) {
-        fprintf(
-            stderr,
-            "webhook_e2e: PGFAN_TEST_PGPORT and PGFAN_TEST_BIN must be set (run tests/run.sh)\n");
-        return 77; /* meson: skipped */
-    }
-    tcase_set_timeout(tc, 180);
-    tcase_add_test(tc, webhook_changes_arrive);
-    tcase_add_test(tc, webhook_kill9_at_least_once);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return h_run_suite("webhook_e2e", "stream", 180, env, tests, NULL);
 }
