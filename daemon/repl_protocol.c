@@ -370,6 +370,35 @@ char *repl_session_options_pinned(const char *dsn, const char *pinned, PfError *
     return b.data;
 }
 
+static void conn_param(ReplConnParams *p, size_t *n, const char *key, const char *value)
+{
+    if (!value || *n >= REPL_CONN_MAX_PARAMS)
+        return;
+    p->keys[*n] = key;
+    p->values[*n] = value;
+    (*n)++;
+}
+
+void repl_conn_params(ReplConnParams *p, const char *dsn, const char *replication,
+                      const char *app_name, const char *options)
+{
+    size_t n = 0;
+
+    /* Before the dsn: defaults that the dsn's own keys override. */
+    conn_param(p, &n, "keepalives", "1");
+    conn_param(p, &n, "keepalives_idle", "10");
+    conn_param(p, &n, "keepalives_interval", "5");
+    conn_param(p, &n, "keepalives_count", "3");
+    conn_param(p, &n, "tcp_user_timeout", "30000");
+    conn_param(p, &n, "dbname", dsn);
+    /* After it: what pgfan decides. */
+    conn_param(p, &n, "replication", replication);
+    conn_param(p, &n, "fallback_application_name", app_name);
+    conn_param(p, &n, "options", options);
+    p->keys[n] = NULL;
+    p->values[n] = NULL;
+}
+
 uint64_t repl_read_u64(const char *p)
 {
     uint64_t v = 0;
@@ -388,12 +417,12 @@ static void write_u64(char *p, uint64_t v)
 }
 
 void repl_encode_status_update(char out[REPL_STATUS_UPDATE_SIZE], Lsn write, Lsn flush,
-                               int64_t pg_now)
+                               int64_t pg_now, bool reply_requested)
 {
     out[0] = 'r';
     write_u64(out + 1, write);
     write_u64(out + 9, flush);
     write_u64(out + 17, flush);
     write_u64(out + 25, (uint64_t)pg_now);
-    out[33] = 0; /* no reply requested */
+    out[33] = reply_requested ? 1 : 0;
 }

@@ -108,10 +108,36 @@ char *repl_session_options(const char *dsn, PfError *err);
 /* The same with other pinned settings (the slot monitor's session). */
 char *repl_session_options_pinned(const char *dsn, const char *pinned, PfError *err);
 
-/* Standby status update: 'r', write, flush, apply (= flush), client time, no reply. */
+/*
+ * The PQconnectStartParams arrays of every connection pgfan makes to the
+ * source (replication, slot monitor, snapshot workers), NULL-terminated.
+ *
+ * First pgfan's TCP settings, so a dead network is noticed in about 30 s
+ * rather than the kernel's two hours: keepalive probes after 10 s idle,
+ * every 5 s, 3 unanswered = dead (25 s); data unacknowledged for 30 s =
+ * dead (tcp_user_timeout). Then the dsn, expanded by libpq, whose keys
+ * override those defaults (libpq: "array entries appearing before an
+ * expanded dbname entry can be overridden by fields of the connection
+ * string"), so a user's keepalives_idle=... wins. Last what pgfan decides:
+ * replication (NULL: a normal connection), fallback_application_name and
+ * options. The arrays point at the arguments: keep them alive until the
+ * PQconnectStartParams call.
+ */
+#define REPL_CONN_MAX_PARAMS 10
+typedef struct ReplConnParams {
+    const char *keys[REPL_CONN_MAX_PARAMS + 1];
+    const char *values[REPL_CONN_MAX_PARAMS + 1];
+} ReplConnParams;
+
+void repl_conn_params(ReplConnParams *p, const char *dsn, const char *replication,
+                      const char *app_name, const char *options);
+
+/* Standby status update: 'r', write, flush, apply (= flush), client time, and
+ * whether the server is to answer at once with a keepalive (a ping: the
+ * walsender answers it even when it has nothing to send). */
 #define REPL_STATUS_UPDATE_SIZE 34
 void repl_encode_status_update(char out[REPL_STATUS_UPDATE_SIZE], Lsn write, Lsn flush,
-                               int64_t pg_now);
+                               int64_t pg_now, bool reply_requested);
 
 /* Big-endian 64-bit integer at p (XLogData and keepalive headers). */
 uint64_t repl_read_u64(const char *p);

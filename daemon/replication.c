@@ -22,6 +22,14 @@
  * descriptors get served, and paused while the pipeline cannot accept more
  * (the slot is the buffer). Standby status updates carry only the
  * pipeline's confirmed position.
+ *
+ * A dead network is noticed twice over. The kernel: every connection to the
+ * source sets TCP keepalives and tcp_user_timeout (repl_conn_params), ~30 s.
+ * The protocol, for what TCP cannot see (a middlebox or proxy that keeps the
+ * TCP session up but forwards nothing, a stopped server host): while pgfan
+ * reads, a stream on which nothing arrives for SILENCE_INTERVALS x
+ * status_interval is dropped and reconnected with the usual backoff; the
+ * slot sends again whatever was not confirmed, so nothing is lost.
  */
 #include "replication.h"
 
@@ -48,6 +56,22 @@
 
 /* How long a standby waits between attempts on a slot held by another consumer. */
 #define BUSY_SLOT_RETRY_MAX_US (5 * USECS_PER_SEC)
+
+/*
+ * Silence limit while streaming: 6 x status_interval (60 s by default, as
+ * long as PostgreSQL's own default wal_sender_timeout gives pgfan). The
+ * walsender sends nothing on an idle, fully confirmed slot, so every status
+ * update sent after half an interval without a message asks for a reply
+ * (a ping the walsender answers at once): a live server is never silent for
+ * much more than one interval. It cannot answer while it decodes a long
+ * transaction on tables pgfan does not stream (wal2json 2.5 reports no
+ * progress then; protocol notes 1.7): so that such a transaction cannot make
+ * every attempt fail the same way, the limit doubles after each drop for
+ * silence, up to SILENCE_MAX_FACTOR times, until a transaction that ends
+ * past the place of the drop arrives.
+ */
+#define SILENCE_INTERVALS 6
+#define SILENCE_MAX_FACTOR 8
 
 /* Start-up commands and the final COPY drain must not hang forever. */
 #define STEP_TIMEOUT_US (60 * USECS_PER_SEC)
@@ -93,6 +117,9 @@ struct Replication {
     Lsn server_wal_end;
     Lsn sent_flush_lsn;
     TimeUs last_feedback; /* monotonic */
+    TimeUs last_message;  /* monotonic: last message from the server, or reading resumed */
+    int silence_factor;   /* the silence limit's multiple (1 until a drop for silence) */
+    Lsn silence_lsn;      /* received_lsn when the connection was last dropped for silence */
     bool reply_requested;
     bool more_buffered; /* reading paused with complete messages possibly left in libpq */
 
@@ -256,16 +283,13 @@ static void send_command(Replication *r, Step step, const char *sql)
 
 static void begin_connect(Replication *r)
 {
-    const char *keys[] = {"dbname", "replication", "fallback_application_name", "options",
-                          "keepalives", "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", NULL};
-    const char *values[] = {r->cfg->source.dsn, "database", "pgfan", r->session_options, "1",
-                            "30", "10", "3", NULL};
+    ReplConnParams params;
     PfError err;
     char buf[ERR_MSG_SIZE];
 
     set_state(r, REPL_CONNECTING);
-    r->conn = PQconnectStartParams(keys, values, 1);
+    repl_conn_params(&params, r->cfg->source.dsn, "database", "pgfan", r->session_options);
+    r->conn = PQconnectStartParams(params.keys, params.values, 1);
     if (!r->conn || PQstatus(r->conn) == CONNECTION_BAD) {
         err_set(&err, ERR_RETRY, "could not connect to PostgreSQL: %s",
                 conn_error(r, buf, sizeof buf));
@@ -687,6 +711,7 @@ static void handle_result(Replication *r, PGresult *res)
         r->has_error = false;
         backoff_reset(&r->backoff);
         r->last_feedback = 0; /* send a first status update soon */
+        r->last_message = clock_mono_us();
         set_state(r, REPL_STREAMING);
         log_info(COMPONENT, "streaming from slot \"%s\" in database \"%s\" (%zu table%s)",
                  slot_name(r), r->source->dbname, r->cfg->source.n_tables,
@@ -755,11 +780,13 @@ static bool send_feedback(Replication *r, TimeUs now, PfError *err)
     Lsn flush = pipeline_confirmed_lsn(r->pipeline);
     Lsn write = r->received_lsn > flush ? r->received_lsn : flush;
     int rc;
+    bool ping = r->step == STEP_STREAM &&
+                now - r->last_message >= r->cfg->source.status_interval / 2;
 
     /* Never report less than before: the server does not clamp. */
     if (flush < r->sent_flush_lsn)
         flush = r->sent_flush_lsn;
-    repl_encode_status_update(msg, write, flush, clock_unix_to_pg(clock_wall_us()));
+    repl_encode_status_update(msg, write, flush, clock_unix_to_pg(clock_wall_us()), ping);
     rc = PQputCopyData(r->conn, msg, (int)sizeof msg);
     if (rc <= 0) {
         /* 0: libpq's buffer is full; the next turn tries again. */
@@ -796,6 +823,8 @@ static bool handle_xlogdata(Replication *r, const char *data, int len, PfError *
         return false;
     if (change.kind == CHANGE_COMMIT && change.end_lsn > r->received_lsn)
         r->received_lsn = change.end_lsn;
+    if (change.kind == CHANGE_COMMIT && change.end_lsn > r->silence_lsn)
+        r->silence_factor = 1; /* past whatever kept the server silent */
     if (wal_lsn > r->server_wal_end)
         r->server_wal_end = wal_lsn;
     return pipeline_submit(r->pipeline, &change, err);
@@ -853,6 +882,46 @@ static void stream_ended(Replication *r)
         retry_later(r, &err, busy);
 }
 
+/* Whether pgfan reads the stream now. The silence clock runs only then:
+ * paused reading is backpressure, the server's messages wait in TCP. */
+static bool reading_stream(const Replication *r)
+{
+    return r->step == STEP_STREAM && !r->reading_stopped && pipeline_can_accept(r->pipeline);
+}
+
+static TimeUs silence_limit(const Replication *r)
+{
+    return r->cfg->source.status_interval * SILENCE_INTERVALS * r->silence_factor;
+}
+
+/* Drops a stream that stayed silent past the limit; true when it did. */
+static bool drop_if_silent(Replication *r, TimeUs now)
+{
+    PfError err;
+    TimeUs limit = silence_limit(r);
+
+    if (!reading_stream(r)) {
+        r->last_message = now;
+        return false;
+    }
+    if (now - r->last_message < limit)
+        return false;
+    err_set(&err, ERR_RETRY,
+            "no message from PostgreSQL for %.0f s while streaming, although status updates "
+            "asked for one every %.0f s: the network or the server is gone",
+            (double)(now - r->last_message) / USECS_PER_SEC,
+            (double)r->cfg->source.status_interval / USECS_PER_SEC);
+    err_hint(&err, "pgfan reconnects and the slot sends again what was not confirmed; if the "
+                   "network is fine, look for a long transaction the walsender is decoding "
+                   "(the limit doubles on each attempt, up to %d s)",
+             (int)(limit / r->silence_factor * SILENCE_MAX_FACTOR / USECS_PER_SEC));
+    r->silence_lsn = r->received_lsn;
+    if (r->silence_factor < SILENCE_MAX_FACTOR)
+        r->silence_factor *= 2;
+    retry_later(r, &err, false);
+    return true;
+}
+
 /* Reads and dispatches as many messages as the pipeline accepts. */
 static void drain_stream(Replication *r)
 {
@@ -895,6 +964,7 @@ static void drain_stream(Replication *r)
             return;
         }
         handled++;
+        r->last_message = clock_mono_us();
         if (r->step == STEP_FINISH) {
             /* After CopyDone: nothing more is processed; it will be resent. */
             PQfreemem(data);
@@ -974,6 +1044,7 @@ Replication *repl_new(const Config *cfg, Loop *loop, Pipeline *pipeline, SourceI
     r->decoder = w2j_new();
     r->fd = -1;
     r->state = REPL_CONNECTING;
+    r->silence_factor = 1;
     backoff_init(&r->backoff, cfg->source.reconnect_min, cfg->source.reconnect_max);
     err_clear(&r->error);
     return r;
@@ -1065,6 +1136,8 @@ TimeUs repl_poll(Replication *r, TimeUs now)
     } else if (r->stop_reading && !pipeline_in_transaction(r->pipeline)) {
         r->reading_stopped = true;
     }
+    if (drop_if_silent(r, now))
+        return r->retry_at;
     if (r->reply_requested || now - r->last_feedback >= r->cfg->source.status_interval ||
         (pipeline_confirmed_lsn(r->pipeline) > r->sent_flush_lsn &&
          now - r->last_feedback >= FEEDBACK_MIN_GAP_US)) {
@@ -1075,6 +1148,8 @@ TimeUs repl_poll(Replication *r, TimeUs now)
     }
     watch_socket(r);
     next = r->last_feedback + r->cfg->source.status_interval;
+    if (reading_stream(r) && r->last_message + silence_limit(r) < next)
+        next = r->last_message + silence_limit(r);
     if (pipeline_confirmed_lsn(r->pipeline) > r->sent_flush_lsn) {
         TimeUs soon = r->last_feedback + FEEDBACK_MIN_GAP_US;
         if (soon < next)

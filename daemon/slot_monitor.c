@@ -17,6 +17,7 @@
 #include "../common/log.h"
 #include "../common/mem.h"
 #include "metrics.h"
+#include "repl_protocol.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -194,22 +195,11 @@ static void conn_failed(SlotMonitor *m, const char *what, const char *cause)
 
 static void begin_connect(SlotMonitor *m, TimeUs now)
 {
-    const char *keys[] = {
-        "dbname",     "replication",     "fallback_application_name", "options",
-        "keepalives", "keepalives_idle", "keepalives_interval",       "keepalives_count",
-        NULL};
-    const char *values[] = {m->cfg->source.dsn,
-                            "false",
-                            "pgfan-monitor",
-                            m->session_options,
-                            "1",
-                            "30",
-                            "10",
-                            "3",
-                            NULL};
+    ReplConnParams params;
     char buf[ERR_MSG_SIZE];
 
-    m->conn = PQconnectStartParams(keys, values, 1);
+    repl_conn_params(&params, m->cfg->source.dsn, "false", "pgfan-monitor", m->session_options);
+    m->conn = PQconnectStartParams(params.keys, params.values, 1);
     if (!m->conn || PQstatus(m->conn) == CONNECTION_BAD) {
         conn_failed(m, "connect to PostgreSQL", conn_message(m, buf, sizeof buf));
         return;

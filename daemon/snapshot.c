@@ -23,6 +23,7 @@
 
 #include "../common/log.h"
 #include "../common/mem.h"
+#include "repl_protocol.h"
 #include "snapshot_rows.h"
 
 #include <errno.h>
@@ -286,14 +287,10 @@ static void send_import(Worker *w)
 static void worker_connect(Worker *w)
 {
     Snapshot *s = w->s;
-    const char *keys[] = {
-        "dbname",     "replication",     "fallback_application_name", "options",
-        "keepalives", "keepalives_idle", "keepalives_interval",       "keepalives_count",
-        NULL};
-    const char *values[] = {
-        s->cfg->source.dsn, "false", "pgfan-snapshot", s->options, "1", "30", "10", "3", NULL};
+    ReplConnParams params;
 
-    w->conn = PQconnectStartParams(keys, values, 1);
+    repl_conn_params(&params, s->cfg->source.dsn, "false", "pgfan-snapshot", s->options);
+    w->conn = PQconnectStartParams(params.keys, params.values, 1);
     if (!w->conn || PQstatus(w->conn) == CONNECTION_BAD) {
         worker_failed(w, "connect to PostgreSQL");
         return;

@@ -10,11 +10,20 @@
  *     oracle's (after / before as jsonb, numerics compared exactly),
  *   - per key, the first occurrences come in commit order,
  *   - duplicates are counted and reported.
+ *
+ * Scenarios: kill -9 of pgfan at random moments of a mixed workload (20
+ * kills; PGFAN_FAULTS_KILLS=N runs N, the long mode: the workload grows with
+ * N, see the README); PostgreSQL restarted with -m immediate mid-stream; the
+ * network to PostgreSQL lost for longer than wal_sender_timeout (a TCP proxy
+ * in this process, tests/harness/tcp_proxy.c, stops forwarding without
+ * closing anything: only pgfan's silence limit can notice). Each is a Check
+ * test case of its own (CK_RUN_CASE=kill|crash|network runs one).
  * Run alone (is_parallel: false): one scenario restarts the server.
  */
 #include "../../common/buf.h"
 #include "../../common/mem.h"
 #include "../harness/harness.h"
+#include "../harness/tcp_proxy.h"
 
 #include <check.h>
 #include <signal.h>
@@ -22,9 +31,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAIT_MS 120000
+
+/* Kills in the kill -9 scenario per run (PGFAN_FAULTS_KILLS: more). */
+#define CI_KILLS 20
+/* Workload transactions per kill, so the kills land in the workload. */
+#define TXNS_PER_KILL 400
 
 typedef struct Scenario {
     const char *name;
@@ -308,32 +323,45 @@ static long peak_rss_kb(pid_t pid)
     return kb;
 }
 
+/* Reads the log incrementally (hundreds of restarts in the long mode). */
 typedef struct StartWait {
     const char *log;
-    size_t starts; /* pgfan instances started so far */
+    size_t starts;  /* pgfan instances started so far */
+    long off;       /* whole lines read up to here */
+    size_t seen;    /* "starting: slot" lines among them */
+    bool streaming; /* the newest start logged "streaming from slot" */
 } StartWait;
 
 /* True when the log shows `starts` starts and the last one streams. */
 static bool newest_streams(void *arg)
 {
     StartWait *w = arg;
-    char *text = h_read_file(w->log, NULL);
-    const char *last_start = NULL;
-    size_t n = 0;
-    bool ok;
+    FILE *f = fopen(w->log, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
 
-    for (const char *p = text; p && (p = strstr(p, "starting: slot")) != NULL; p++) {
-        last_start = p;
-        n++;
+    if (f && fseek(f, w->off, SEEK_SET) == 0) {
+        /* A line without its '\n' is still being written: read it next time. */
+        while ((n = getline(&line, &cap, f)) > 0 && line[n - 1] == '\n') {
+            w->off += (long)n;
+            if (strstr(line, "starting: slot")) {
+                w->seen++;
+                w->streaming = false;
+            } else if (strstr(line, "streaming from slot")) {
+                w->streaming = true;
+            }
+        }
     }
-    ok = n >= w->starts && last_start && strstr(last_start, "streaming from slot") != NULL;
-    free(text);
-    return ok;
+    free(line);
+    if (f)
+        fclose(f);
+    return w->seen >= w->starts && w->streaming;
 }
 
 static void drain_and_stop(Scenario *s, pid_t pid, size_t starts)
 {
-    StartWait sw = {s->log, starts};
+    StartWait sw = {s->log, starts, 0, 0, false};
 
     /* The slot may already be confirmed by an instance killed earlier: make
      * sure the newest one is up (signals handled) before asking it to stop. */
@@ -344,24 +372,45 @@ static void drain_and_stop(Scenario *s, pid_t pid, size_t starts)
     ck_assert_int_eq(h_wait_exit(pid, WAIT_MS), 0);
 }
 
+/* Kills wanted: CI_KILLS, or PGFAN_FAULTS_KILLS (the long mode). */
+static int kills_wanted(void)
+{
+    const char *v = getenv("PGFAN_FAULTS_KILLS");
+    int n = v ? atoi(v) : 0;
+
+    return n > 0 ? n : CI_KILLS;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 START_TEST(test_kill9_storm)
 {
     Scenario s = scenario_new("faults_kill");
     pid_t pid = start_pgfan(&s);
     PGconn *w;
     long peak = 0;
-    int kills = 0;
+    int kills = 0, kills_mid_workload = 0;
+    int wanted = kills_wanted();
+    double t0 = mono_s();
+    long long dups;
+    StartWait up = {s.log, 0, 0, 0, false};
 
     wait_streaming(&s, 1);
-    /* 8000 transactions, one of 30000 rows at the 1000th. */
-    w = start_workload(s.name, 0, 8000, 1000, 30000);
-    while (kills < 20) {
-        StartWait up = {s.log, (size_t)kills + 1};
+    /* 400 transactions per kill (8000 for 20), one of 30000 rows at the 1000th. */
+    w = start_workload(s.name, 0, TXNS_PER_KILL * wanted, 1000, 30000);
+    while (kills < wanted) {
         SizeWait grew;
         long kb;
 
         /* Once the newest instance streams, let it write a little (or idle a
          * moment once everything is out), then kill it wherever it is. */
+        up.starts = (size_t)kills + 1;
         ck_assert_msg(h_wait_until(newest_streams, &up, WAIT_MS), "pgfan %d never streamed",
                       kills + 1);
         grew.path = s.out;
@@ -370,19 +419,27 @@ START_TEST(test_kill9_storm)
         kb = peak_rss_kb(pid);
         if (kb > peak)
             peak = kb;
+        if (!workload_done(w))
+            kills_mid_workload++;
         h_kill(pid, SIGKILL);
         h_wait_exit(pid, WAIT_MS);
         kills++;
         pid = start_pgfan(&s);
     }
+    /* The long mode's workload outlasts its kills by minutes on a busy machine. */
+    ck_assert_msg(h_wait_until(workload_done, w, WAIT_MS + 1000 * wanted),
+                  "the workload did not finish");
     finish_workload(w);
     drain_and_stop(&s, pid, (size_t)kills + 1);
     fprintf(stderr, "faults_kill: %d kills of pgfan, peak RSS %ld kB\n", kills, peak);
-    ck_assert_int_ge(kills, 20);
+    ck_assert_int_eq(kills, wanted);
     /* Generous guard against unbounded buffering (a 30000-row transaction
      * streamed through): the measured peak is a few MB. */
     ck_assert_int_lt(peak, 200 * 1024);
-    compare_with_oracle(&s);
+    dups = compare_with_oracle(&s);
+    fprintf(stderr,
+            "faults_kill: %d kills (%d while the workload ran), %lld duplicates, %.0f s in all\n",
+            kills, kills_mid_workload, dups, mono_s() - t0);
     scenario_free(&s);
 }
 END_TEST
@@ -432,10 +489,114 @@ START_TEST(test_postgres_crash)
 }
 END_TEST
 
+/* The server's wal_sender_timeout for pgfan's sessions in the network scenario. */
+#define NET_WAL_SENDER_TIMEOUT_S 5
+
+/*
+ * pgfan's config with its [source] dsn through the proxy at port. The dsn
+ * also lowers wal_sender_timeout for pgfan's own sessions (it is a user
+ * setting; pgfan passes the dsn's options on), so the walsender gives up on
+ * its side during the outage without a server-wide change to undo.
+ * status_interval = 1s makes pgfan's silence limit 6 s.
+ */
+static void write_proxy_config(const Scenario *s, int port)
+{
+    const char *user = getenv("PGFAN_TEST_PGUSER");
+
+    h_write_file(s->config,
+                 "[source]\ndsn = host=127.0.0.1 port=%d user=%s dbname=%s "
+                 "options='-c wal_sender_timeout=%ds'\n"
+                 "slot = %s\ntables = public.orders, public.items\nstatus_interval = 1s\n"
+                 "reconnect_min = 100ms\nreconnect_max = 1s\n\n"
+                 "[status]\nsocket = %s/status.sock\n\n[log]\nlevel = debug\n\n"
+                 "[sink.file]\npath = %s\n",
+                 port, user ? user : "postgres", s->name, NET_WAL_SENDER_TIMEOUT_S, s->name,
+                 s->dir, s->out);
+}
+
+typedef struct BackendWait {
+    PGconn *conn;
+    const char *pid;
+} BackendWait;
+
+static bool backend_gone(void *arg)
+{
+    BackendWait *w = arg;
+    char *n = h_sql_value(w->conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", w->pid);
+    bool gone = strcmp(n, "0") == 0;
+
+    free(n);
+    return gone;
+}
+
+static bool log_says_silent(void *arg)
+{
+    return h_file_contains(arg, "no message from PostgreSQL for");
+}
+
+START_TEST(test_network_loss)
+{
+    Scenario s = scenario_new("faults_net");
+    const char *pg_host = getenv("PGFAN_TEST_PGHOST");
+    TcpProxy *proxy = tcp_proxy_start(pg_host ? pg_host : "127.0.0.1",
+                                      atoi(getenv("PGFAN_TEST_PGPORT")));
+    BackendWait walsender;
+    SizeWait grew;
+    PGconn *w;
+    pid_t pid;
+    double down_at, noticed_at, up_at;
+
+    write_proxy_config(&s, tcp_proxy_port(proxy));
+    pid = start_pgfan(&s);
+    wait_streaming(&s, 1);
+    walsender.conn = s.conn;
+    walsender.pid = h_sql_value(s.conn, "SELECT active_pid FROM pg_replication_slots "
+                                        "WHERE slot_name = '%s'", s.name);
+    ck_assert_msg(walsender.pid != NULL, "no walsender streams to pgfan");
+
+    /* The network dies mid-workload; the workload's own connection is direct. */
+    w = start_workload(s.name, 0, 3000, 500, 10000);
+    grew.path = s.out;
+    grew.size = 300 * 200; /* about 300 events out */
+    ck_assert_msg(h_wait_until(file_grew, &grew, WAIT_MS), "pgfan wrote nothing");
+    tcp_proxy_blackhole(proxy);
+    down_at = mono_s();
+
+    /* pgfan notices the silence; the walsender hears nothing from pgfan
+     * and ends itself after wal_sender_timeout. Both while the network is down. */
+    ck_assert_msg(h_wait_until(log_says_silent, s.log, 30000),
+                  "pgfan did not notice the dead network within 30 s");
+    noticed_at = mono_s();
+    ck_assert_msg(h_wait_until(backend_gone, &walsender, 30000),
+                  "the walsender (pid %s) did not time out within 30 s", walsender.pid);
+    finish_workload(w);
+    up_at = mono_s();
+    tcp_proxy_restore(proxy);
+
+    /* pgfan's pending attempt goes through now; more work after it. */
+    wait_streaming(&s, 2);
+    w = start_workload(s.name, 100000, 500, 0, 0);
+    finish_workload(w);
+    drain_and_stop(&s, pid, 1);
+    fprintf(stderr,
+            "faults_net: network down %.1f s (wal_sender_timeout %d s), pgfan noticed after "
+            "%.1f s, %zu connections through the proxy\n",
+            up_at - down_at, NET_WAL_SENDER_TIMEOUT_S, noticed_at - down_at,
+            tcp_proxy_accepted(proxy));
+    ck_assert_double_gt(up_at - down_at, NET_WAL_SENDER_TIMEOUT_S);
+    compare_with_oracle(&s);
+    tcp_proxy_stop(proxy);
+    free((char *)walsender.pid);
+    scenario_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("faults");
-    TCase *tc = tcase_create("oracle");
+    TCase *kill = tcase_create("kill");
+    TCase *crash = tcase_create("crash");
+    TCase *network = tcase_create("network");
     SRunner *sr;
     int failed;
 
@@ -443,10 +604,16 @@ int main(void)
         fprintf(stderr, "faults: PGFAN_TEST_PGPORT and PGFAN_TEST_BIN must be set (run tests/run.sh)\n");
         return 77;
     }
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_kill9_storm);
-    tcase_add_test(tc, test_postgres_crash);
-    suite_add_tcase(suite, tc);
+    /* A kill takes about 2 s. */
+    tcase_set_timeout(kill, 600 + 5 * kills_wanted());
+    tcase_add_test(kill, test_kill9_storm);
+    suite_add_tcase(suite, kill);
+    tcase_set_timeout(crash, 600);
+    tcase_add_test(crash, test_postgres_crash);
+    suite_add_tcase(suite, crash);
+    tcase_set_timeout(network, 300);
+    tcase_add_test(network, test_network_loss);
+    suite_add_tcase(suite, network);
     sr = srunner_create(suite);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
