@@ -16,7 +16,9 @@
 #define SECRET "S3cr3t-Pa55word-xyzzy"
 
 /* A password in the DSN (the test server trusts every connection, so the
- * password is accepted and ignored) must appear nowhere pgfan writes. */
+ * password is accepted and ignored), an Elasticsearch API key and a Kafka
+ * SASL password must appear nowhere pgfan writes: log, check-config,
+ * status document, /metrics. */
 START_TEST(test_password_never_shown)
 {
     char *dir;
@@ -26,22 +28,38 @@ START_TEST(test_password_never_shown)
     char *log = h_path(dir, "pgfan.log");
     char *sock = h_path(dir, "status.sock");
     char *out = h_path(dir, "out.txt");
+    int port = h_free_tcp_port();
+    char *metrics;
     pid_t pid;
 
+    /* The Elasticsearch URL leads nowhere: that sink keeps retrying (and
+     * logging why), which is what must not echo its key. */
     h_write_file(path,
                  "[source]\ndsn = %s password='" SECRET "'\nslot = sec_secret\n"
-                 "tables = public.orders\n[status]\nsocket = %s\n[log]\nlevel = debug\n"
-                 "[sink.file]\npath = %s/out.ndjson\n",
-                 dsn, sock, dir);
+                 "tables = public.orders\n[status]\nsocket = %s\nmetrics_listen = 127.0.0.1:%d\n"
+                 "[log]\nlevel = debug\n"
+                 "[sink.file]\npath = %s/out.ndjson\n"
+                 "[sink.elasticsearch]\nurl = http://127.0.0.1:9\napi_key = " SECRET "-es\n"
+                 "[sink.kafka]\nbrokers = mock:1\nlibrdkafka.sasl.username = pgfan\n"
+                 "librdkafka.sasl.password = " SECRET "-kafka\n",
+                 dsn, sock, port, dir);
 
     ck_assert_int_eq(h_pgfan_cmd(out, WAIT_MS, "check-config", "-c", path, NULL), 0);
     ck_assert(h_file_contains(out, "password='*****'") || h_file_contains(out, "password=*****"));
+    ck_assert(h_file_contains(out, "api_key = *****"));
+    ck_assert(h_file_contains(out, "librdkafka.sasl.password = *****"));
     ck_assert(!h_file_contains(out, SECRET));
     pid = h_pgfan_start(path, log);
     h_wait_file_contains(log, "streaming from slot", WAIT_MS);
     h_sql(conn, "INSERT INTO orders VALUES (1)");
     ck_assert_int_eq(h_pgfan_cmd(out, WAIT_MS, "status", "-s", sock, "--json", NULL), 0);
     ck_assert(!h_file_contains(out, SECRET));
+    h_wait_file_contains(log, "could not set up index templates", WAIT_MS);
+    metrics = h_http_get(port, "/metrics");
+    ck_assert_ptr_nonnull(metrics);
+    ck_assert_ptr_nonnull(strstr(metrics, "pgfan_sink_"));
+    ck_assert_ptr_null(strstr(metrics, SECRET));
+    free(metrics);
     /* A connection failure message must not echo the DSN either. */
     h_sql(conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
                 "WHERE slot_name = 'sec_secret'");
