@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# bench_file.sh - pgfan's file sink against pg_recvlogical on the same WAL.
+# bench_file.sh - pgfan's sinks against pg_recvlogical on the same WAL.
 #
-#   tests/bench/bench_file.sh [-n N] [--seed S] [--sink file|kafka|elasticsearch] [--results FILE] [--no-append] [-k]
+#   tests/bench/bench_file.sh [-n N] [--seed S] [--sink KIND[,KIND...]] [--results FILE]
+#                             [--summary FILE] [--no-append] [-k]
+#
+# KIND: file, kafka, elasticsearch, aggregates or all (file + Kafka +
+# Elasticsearch + the shop's aggregates). Several kinds drain the same WAL one
+# after the other, each from a slot of its own.
 #
 # Not part of the pass/fail suite. Method (reference/baseline.md section 4):
 #  1. a throwaway PostgreSQL 15 (tests/harness/pg.sh) tuned for the run:
@@ -29,13 +34,34 @@
 #     (tests/es_server/es_server.py, a Python process of its own, daily
 #     indices by created_at); its CPU time is reported, to show whether it
 #     was the bottleneck.
+#     --sink aggregates: the shop's five aggregates (deploy/shop/
+#     aggregates.conf) in a schema of their own (agg_<kind>). An aggregate
+#     skips what its history already holds, so pgfan is started once BEFORE
+#     the workload to build them (on the seed data) and stopped again; its
+#     slot is created first, the other slots after that history, so no
+#     client sees the aggregate tables being filled. Checked afterwards:
+#     gmv_daily EXCEPT ALL its GROUP BY over orders is empty both ways. The
+#     CPU of the PostgreSQL backend applying the batches is reported.
+#     --sink all: one pgfan with the file, Kafka, Elasticsearch and
+#     aggregates sinks at once (the same helper processes as above).
+# Every drain's pgfan is checked the same way: the file has exactly the
+# workload's inserts, updates and deletes; the Kafka and Elasticsearch sinks
+# counted N events in the status.
 # Each client's CPU (user+sys) and peak RSS come from /usr/bin/time -v; its
 # walsender's CPU is sampled from /proc. pgfan's wall time ends when the
 # server has its confirmation (what its contract is about), so it includes
 # the sink's fsync interval and the feedback delay.
 #
 # Prints a markdown table and appends it, with date, machine and N, to
-# docs/bench/results.md (--results FILE elsewhere, --no-append not at all).
+# docs/bench/results.md (--results FILE elsewhere, --no-append not at all);
+# --summary FILE also writes the numbers as key=value lines (read by
+# bench_report.sh).
+#
+# Environment: PGFAN_BENCH_BIN (the pgfan binary; the mock broker is taken
+# from the same build directory), BENCH_KAFKA_LINGER, PGFAN_BENCH_WRAP (a
+# command prefix for pgfan, e.g. "valgrind --tool=callgrind ...": the drain's
+# deadline grows 50-fold), PGFAN_BENCH_PERF=FILE (attach `perf record -e
+# cpu-clock` to pgfan for each drain, FILE.<kind>).
 # Checks that both clients saw exactly the workload's inserts, updates and
 # deletes; exits 1 (and appends nothing) when they did not.
 #
@@ -54,20 +80,26 @@ PGSH=$ROOT/tests/harness/pg.sh
 
 N=1000000
 SEED=0.42
-SINK=file
+SINKS=(file)
 RESULTS=$ROOT/docs/bench/results.md
+SUMMARY=""
 APPEND=1
 KEEP=0
 
 usage() {
     cat <<EOF
-usage: tests/bench/bench_file.sh [-n N] [--seed S] [--results FILE] [--no-append] [-k]
+usage: tests/bench/bench_file.sh [-n N] [--seed S] [--sink KIND[,KIND...]] [--results FILE]
+                                 [--summary FILE] [--no-append] [-k]
 
   -n N            row changes in the workload (default $N)
   --seed S        workload seed, -1..1 (default $SEED)
-  --sink S        pgfan's sink: file (default), kafka (a mock broker process) or
-                  elasticsearch (the test server, a Python process)
+  --sink KINDS    pgfan's sinks, comma-separated; each drains the WAL in turn:
+                  file (default), kafka (a mock broker process), elasticsearch
+                  (the test server, a Python process), aggregates (the shop's
+                  aggregates, deploy/shop/aggregates.conf) or all (all four in
+                  one pgfan)
   --results FILE  append the results there (default docs/bench/results.md)
+  --summary FILE  also write the results as key=value lines there
   --no-append     print the table only
   -k, --keep      keep the run directory (outputs, logs) and do not stop PostgreSQL
 EOF
@@ -91,9 +123,19 @@ while (($#)); do
         shift
         ;;
     --sink)
-        [[ $# -ge 2 && ( "$2" == file || "$2" == kafka || "$2" == elasticsearch ) ]] ||
-            die "--sink needs file, kafka or elasticsearch"
-        SINK=$2
+        [[ $# -ge 2 && -n "$2" ]] || die "--sink needs file, kafka, elasticsearch, aggregates or all"
+        IFS=, read -r -a SINKS <<<"$2"
+        for k in "${SINKS[@]}"; do
+            [[ "$k" =~ ^(file|kafka|elasticsearch|aggregates|all)$ ]] ||
+                die "--sink: \"$k\" is not file, kafka, elasticsearch, aggregates or all"
+            [[ "$(printf '%s\n' "${SINKS[@]}" | grep -cx "$k")" == 1 ]] || die "--sink: $k twice"
+        done
+        ((${#SINKS[@]})) || die "--sink needs at least one kind"
+        shift
+        ;;
+    --summary)
+        [[ $# -ge 2 ]] || die "--summary needs a file"
+        SUMMARY=$2
         shift
         ;;
     --results)
@@ -141,8 +183,9 @@ if [[ ! -x "$PGFAN" ]]; then
         die "could not build pgfan"
 fi
 
+BUILD_DIR=$(cd "$(dirname "$PGFAN")/.." && pwd -P)
 # What kind of binary is measured: a sanitizer or -O0 build is not a benchmark.
-BUILD_INFO=$(python3 - "$ROOT/build/meson-info/intro-buildoptions.json" 2>/dev/null <<'EOF' || echo "build options unknown"
+BUILD_INFO=$(python3 - "$BUILD_DIR/meson-info/intro-buildoptions.json" 2>/dev/null <<'EOF' || echo "build options unknown"
 import json, sys
 opts = {o["name"]: o["value"] for o in json.load(open(sys.argv[1]))}
 print("buildtype=%s, b_sanitize=%s" % (opts.get("buildtype"), opts.get("b_sanitize")))
@@ -161,6 +204,19 @@ PG_STARTED=0
 TIME_PID=""
 CLIENT_PID=""
 BROKER_PID=""
+ES_PID=""
+PERF_PID=""
+
+# Stops the mock broker and the Elasticsearch test server if they run.
+stop_helpers() {
+    local p
+    for p in "$PERF_PID" "$BROKER_PID" "$ES_PID"; do
+        [[ -n "$p" ]] || continue
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PERF_PID="" BROKER_PID="" ES_PID=""
+}
 
 cleanup() {
     local rc=$?
@@ -171,10 +227,7 @@ cleanup() {
     if [[ -n "$TIME_PID" ]]; then
         wait "$TIME_PID" 2>/dev/null || true
     fi
-    if [[ -n "$BROKER_PID" ]]; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
+    stop_helpers
     if ((KEEP)); then
         echo "bench: kept $RUN (PostgreSQL still running; stop it with: $PGSH stop $RUN/pg)"
     else
@@ -188,7 +241,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Rough disk check: WAL ~1 kB and each output ~1 kB per change, with margin.
+# Rough disk check: WAL ~1 kB and each output ~1 kB per change, with margin
+# (one output at a time: each is deleted after its drain).
 need_kb=$((N * 3 + 1024 * 1024))
 avail_kb=$(df -Pk "$RUN" | awk 'NR == 2 { print $4 }')
 ((avail_kb > need_kb)) || die "not enough space in $RUN: ${avail_kb} kB free, about ${need_kb} kB needed"
@@ -219,51 +273,55 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" -U postgres)
     die "could not apply the benchmark settings (shared_buffers is not 1GB after the restart)"
 PG_VERSION=$("${PSQL[@]}" -d postgres -At -c 'SHOW server_version')
 
-# ---- 2. schema, data, slots, workload ----
-
-log "loading the shop schema and seed data"
-"${PSQL[@]}" -d postgres -c 'CREATE DATABASE shop'
-"${PSQL[@]}" -d shop -f "$ROOT/deploy/shop/schema.sql" -f "$ROOT/deploy/shop/seed.sql" \
-    -f "$ROOT/deploy/shop/workload.sql" >/dev/null
-"${PSQL[@]}" -d shop -c 'CHECKPOINT'
-
-"${PSQL[@]}" -d shop -At -c "SELECT pg_create_logical_replication_slot('bench_recv', 'wal2json')" \
-    -c "SELECT pg_create_logical_replication_slot('bench_pgfan', 'wal2json')" >/dev/null
-START_LSN=$("${PSQL[@]}" -d shop -At -c 'SELECT pg_current_wal_lsn()')
-
-log "workload: CALL bench_workload($N, $SEED)"
-t0=$(now)
-"${PSQL[@]}" -d shop -c "CALL bench_workload($N, $SEED)" 2>"$RUN/workload.log" ||
-    { cat "$RUN/workload.log" >&2; die "the workload failed"; }
-t1=$(now)
-WORKLOAD_S=$(fsub "$t1" "$t0")
-sed -n 's/^NOTICE: *//p' "$RUN/workload.log"
-# The insert position: with asynchronous commit the write position can lag
-# behind the last commits (and sit in the middle of a record).
-ENDPOS=$("${PSQL[@]}" -d shop -At -c 'SELECT pg_current_wal_insert_lsn()')
-WAL_BYTES=$("${PSQL[@]}" -d shop -At -c "SELECT pg_wal_lsn_diff('$ENDPOS', '$START_LSN')")
-# round(n * 0.70) and round(n * 0.25), as bench_workload computes them
-N_INS=$(((N * 70 + 50) / 100))
-N_UPD=$(((N * 25 + 50) / 100))
-N_DEL=$((N - N_INS - N_UPD))
-log "workload took ${WORKLOAD_S}s; ENDPOS $ENDPOS; WAL $WAL_BYTES bytes"
-"${PSQL[@]}" -d shop -c 'VACUUM ANALYZE orders' -c 'CHECKPOINT'
-
 # ---- measuring a client ----
 
-# Reads utime+stime (clock ticks) of a pid into WS_TICKS while it exists;
-# called in the polling loops (bash builtins only: no fork).
-WS_PID=""
-WS_TICKS=0
-sample_walsender() {
+DSN="host=127.0.0.1 port=$PGPORT user=postgres dbname=shop"
+
+# Reads utime+stime (clock ticks) of pid $1 into the variable named $2 while
+# the process exists; called in the polling loops (bash builtins only: no fork).
+read_ticks() {
+    local -n ticks_out=$2
     local stat rest
-    [[ -n "$WS_PID" ]] || return 0
-    { read -r stat <"/proc/$WS_PID/stat"; } 2>/dev/null || return 0
+    [[ -n "$1" ]] || return 0
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
     rest=${stat##*) }
     # fields after "pid (comm) ": state is field 3, utime 14, stime 15
     local -a f
     read -r -a f <<<"$rest"
-    WS_TICKS=$((f[11] + f[12]))
+    # shellcheck disable=SC2034 # a nameref: sets the caller's variable
+    ticks_out=$((f[11] + f[12]))
+}
+
+# Sums the scheduler statistics of every thread of pid $1 into the variables
+# named $2 (ns on a CPU) and $3 (ns runnable but waiting for a CPU):
+# /proc/PID/task/*/schedstat. A process whose on-CPU plus waiting time is
+# close to the wall time wanted a CPU all along: it was CPU-bound, even when
+# the machine's load left it only part of a core.
+sched_sum() {
+    local -n cpu_out=$2 wait_out=$3
+    local f line
+    local -a v
+    cpu_out=0 wait_out=0
+    [[ -n "$1" ]] || return 0
+    for f in /proc/"$1"/task/*/schedstat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        read -r -a v <<<"$line"
+        cpu_out=$((cpu_out + v[0])) wait_out=$((wait_out + v[1]))
+    done
+}
+
+# "on CPU X s + waiting for a CPU Y s = Z % of the W s drain" (summed over
+# threads: above 100 % when several threads wanted a CPU at once)
+busy_note() {
+    awk -v c="$1" -v w="$2" -v wall="$3" 'BEGIN {
+        printf "on a CPU %.1f s + runnable but waiting for one %.1f s = %.0f %% of the %.1f s drain",
+            c / 1e9, w / 1e9, 100 * (c + w) / 1e9 / wall, wall }'
+}
+
+WS_PID=""
+WS_TICKS=0
+sample_walsender() {
+    read_ticks "$WS_PID" WS_TICKS
 }
 
 find_walsender() {
@@ -292,10 +350,179 @@ record() {
     R[$c.lines]=$(wc -l <"$out")
 }
 
+# ticks -> seconds with one decimal
+ticks_s() {
+    awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }'
+}
+
+# ---- pgfan's sinks and their helper processes ----
+
+# What a kind of drain writes to: "file kafka elasticsearch aggregates" or one of them.
+sinks_of() {
+    if [[ "$1" == all ]]; then echo "file kafka elasticsearch aggregates"; else echo "$1"; fi
+}
+
+has_sink() {
+    [[ " $(sinks_of "$1") " == *" $2 "* ]]
+}
+
+# librdkafka's mock cluster in a process of its own; sets BROKER_PID, BOOTSTRAP.
+start_broker() {
+    local mock=$BUILD_DIR/tests/mock_broker
+    [[ -x "$mock" ]] || ninja -C "$BUILD_DIR" tests/mock_broker >&2 || die "could not build $mock"
+    rm -f "$RUN/bootstrap"
+    "$mock" "$RUN/bootstrap" 1 bench.public.orders:64 2>"$RUN/broker.log" &
+    BROKER_PID=$!
+    for _ in $(seq 100); do
+        [[ -s "$RUN/bootstrap" ]] && break
+        sleep 0.1
+    done
+    [[ -s "$RUN/bootstrap" ]] || die "the mock broker did not start (log: $RUN/broker.log)"
+    BOOTSTRAP=$(cat "$RUN/bootstrap")
+}
+
+# The Elasticsearch test server (Python); sets ES_PID, ES_PORT.
+start_es() {
+    rm -f "$RUN/es.port"
+    python3 "$ROOT/tests/es_server/es_server.py" --port 0 --port-file "$RUN/es.port" \
+        2>"$RUN/es.log" &
+    ES_PID=$!
+    for _ in $(seq 100); do
+        [[ -s "$RUN/es.port" ]] && break
+        sleep 0.1
+    done
+    [[ -s "$RUN/es.port" ]] || die "the Elasticsearch test server did not start (log: $RUN/es.log)"
+    ES_PORT=$(cat "$RUN/es.port")
+}
+
+# write_conf KIND FILE [prepare]: pgfan's configuration for a drain; with
+# "prepare" only the aggregates sink (to build their history before the workload).
+write_conf() {
+    local kind=$1 conf=$2 prepare=${3:-}
+    cat >"$conf" <<EOF
+[source]
+dsn = $DSN application_name=pgfan-bench
+slot = bench_pgfan_$kind
+tables = public.orders
+
+[status]
+socket = $RUN/pgfan-$kind.sock
+
+[log]
+level = info
+
+EOF
+    if [[ -z "$prepare" ]] && has_sink "$kind" file; then
+        printf '[sink.file]\npath = %s\nfsync_interval = 100ms\n\n' "$RUN/pgfan-$kind.ndjson" >>"$conf"
+    fi
+    if [[ -z "$prepare" ]] && has_sink "$kind" kafka; then
+        printf '[sink.kafka]\nbrokers = %s\ntopic_prefix = bench\nlinger = %s\n\n' \
+            "$BOOTSTRAP" "${BENCH_KAFKA_LINGER:-5ms}" >>"$conf"
+    fi
+    if [[ -z "$prepare" ]] && has_sink "$kind" elasticsearch; then
+        printf '[sink.elasticsearch]\nurl = http://127.0.0.1:%s\nindex.public.orders = orders-{created_at:%%Y.%%m.%%d}\nreplicas = 0\ndead_letter = %s\n\n' \
+            "$ES_PORT" "$RUN/es-dead-$kind.ndjson" >>"$conf"
+    fi
+    if has_sink "$kind" aggregates; then
+        # the shop's aggregates in a schema of this drain's own, applied by a
+        # connection the walsender sampling can tell apart
+        sed -e "s/^schema = analytics\$/schema = agg_$kind\ndsn = $DSN application_name=pgfan-bench-agg/" \
+            "$ROOT/deploy/shop/aggregates.conf" >>"$conf"
+        grep -q "^schema = agg_$kind\$" "$conf" ||
+            die "could not set the schema in deploy/shop/aggregates.conf (no line 'schema = analytics')"
+    fi
+    "$PGFAN" check-config -c "$conf" >/dev/null || die "pgfan rejected $conf"
+}
+
+# start_pgfan CONF LOG TIMEFILE: pgfan under GNU time; sets TIME_PID, CLIENT_PID.
+start_pgfan() {
+    local conf=$1 logf=$2 timefile=$3 start_s=$SECONDS
+    local -a wrap=()
+    [[ -z "${PGFAN_BENCH_WRAP:-}" ]] || read -r -a wrap <<<"$PGFAN_BENCH_WRAP"
+    /usr/bin/time -v -o "$timefile" "${wrap[@]}" "$PGFAN" run -c "$conf" 2>"$logf" &
+    TIME_PID=$!
+    # pgfan is time's only child.
+    while [[ -z "$CLIENT_PID" ]]; do
+        CLIENT_PID=$(awk '{ print $1 }' "/proc/$TIME_PID/task/$TIME_PID/children" 2>/dev/null || true)
+        [[ -n "$CLIENT_PID" ]] && break
+        kill -0 "$TIME_PID" 2>/dev/null || { cat "$logf" >&2; die "pgfan exited at once"; }
+        ((SECONDS - start_s < 10)) || die "could not find pgfan's pid under /usr/bin/time ($TIME_PID)"
+        sleep 0.05
+    done
+}
+
+# stop_pgfan LOG: SIGTERM; pgfan must exit 0.
+stop_pgfan() {
+    local rc=0
+    kill -TERM "$CLIENT_PID"
+    wait "$TIME_PID" || rc=$?
+    TIME_PID=""
+    CLIENT_PID=""
+    ((rc == 0)) || { tail -n 20 "$1" >&2; die "pgfan exited with status $rc after SIGTERM (expected 0)"; }
+}
+
+# prepare_aggregates KIND: builds the aggregates' history (seed data) before
+# the workload, so that the drain applies every change of the workload.
+prepare_aggregates() {
+    local kind=$1
+    local conf=$RUN/pgfan-$kind-prepare.conf logf=$RUN/pgfan-$kind-prepare.log
+    local deadline=$((SECONDS + 120))
+    write_conf "$kind" "$conf" prepare
+    start_pgfan "$conf" "$logf" "$RUN/pgfan-$kind-prepare.time"
+    until grep -q 'sink.aggregates: ready' "$logf"; do
+        kill -0 "$CLIENT_PID" 2>/dev/null || { tail -n 20 "$logf" >&2; CLIENT_PID=""; die "pgfan exited while building the aggregates"; }
+        ((SECONDS < deadline)) || die "the aggregates were not ready within 120 s (log: $logf)"
+        sleep 0.1
+    done
+    stop_pgfan "$logf"
+    log "$kind: aggregates built on the seed data ($(grep -c 'history computed' "$logf") tables)"
+}
+
+# ---- 2. schema, data, slots, workload ----
+
+log "loading the shop schema and seed data"
+"${PSQL[@]}" -d postgres -c 'CREATE DATABASE shop'
+"${PSQL[@]}" -d shop -f "$ROOT/deploy/shop/schema.sql" -f "$ROOT/deploy/shop/seed.sql" \
+    -f "$ROOT/deploy/shop/workload.sql" >/dev/null
+"${PSQL[@]}" -d shop -c 'CHECKPOINT'
+
+# Slots of drains with aggregates first: their history is built (and stopped)
+# before the other slots exist, so no other client decodes it.
+for k in "${SINKS[@]}"; do
+    if has_sink "$k" aggregates; then
+        "${PSQL[@]}" -d shop -At -c "SELECT pg_create_logical_replication_slot('bench_pgfan_$k', 'wal2json')" >/dev/null
+        prepare_aggregates "$k"
+    fi
+done
+"${PSQL[@]}" -d shop -At -c "SELECT pg_create_logical_replication_slot('bench_recv', 'wal2json')" >/dev/null
+for k in "${SINKS[@]}"; do
+    has_sink "$k" aggregates ||
+        "${PSQL[@]}" -d shop -At -c "SELECT pg_create_logical_replication_slot('bench_pgfan_$k', 'wal2json')" >/dev/null
+done
+START_LSN=$("${PSQL[@]}" -d shop -At -c 'SELECT pg_current_wal_lsn()')
+
+log "workload: CALL bench_workload($N, $SEED)"
+t0=$(now)
+"${PSQL[@]}" -d shop -c "CALL bench_workload($N, $SEED)" 2>"$RUN/workload.log" ||
+    { cat "$RUN/workload.log" >&2; die "the workload failed"; }
+t1=$(now)
+WORKLOAD_S=$(fsub "$t1" "$t0")
+sed -n 's/^NOTICE: *//p' "$RUN/workload.log"
+# The insert position: with asynchronous commit the write position can lag
+# behind the last commits (and sit in the middle of a record).
+ENDPOS=$("${PSQL[@]}" -d shop -At -c 'SELECT pg_current_wal_insert_lsn()')
+WAL_BYTES=$("${PSQL[@]}" -d shop -At -c "SELECT pg_wal_lsn_diff('$ENDPOS', '$START_LSN')")
+# round(n * 0.70) and round(n * 0.25), as bench_workload computes them
+N_INS=$(((N * 70 + 50) / 100))
+N_UPD=$(((N * 25 + 50) / 100))
+N_DEL=$((N - N_INS - N_UPD))
+log "workload took ${WORKLOAD_S}s; ENDPOS $ENDPOS; WAL $WAL_BYTES bytes"
+"${PSQL[@]}" -d shop -c 'VACUUM ANALYZE orders' -c 'CHECKPOINT'
+
 # ---- 3. pg_recvlogical ----
 
-DSN="host=127.0.0.1 port=$PGPORT user=postgres dbname=shop"
-log "drain 1/2: pg_recvlogical"
+NDRAINS=$((1 + ${#SINKS[@]}))
+log "drain 1/$NDRAINS: pg_recvlogical"
 t0=$(now)
 /usr/bin/time -v -o "$RUN/recv.time" pg_recvlogical -d "$DSN" --slot bench_recv --start \
     --endpos "$ENDPOS" --no-loop -f "$RUN/recv.ndjson" \
@@ -326,143 +553,205 @@ log "pg_recvlogical: ${R[recv.wall]}s, ${R[recv.lines]} lines"
 
 # ---- 4. pgfan ----
 
-log "drain 2/2: pgfan"
-cat >"$RUN/pgfan.conf" <<EOF
-[source]
-dsn = $DSN application_name=pgfan-bench
-slot = bench_pgfan
-tables = public.orders
-
-[status]
-socket = $RUN/pgfan.sock
-
-[log]
-level = info
-
-EOF
-if [[ "$SINK" == kafka ]]; then
-    MOCK_BROKER=$ROOT/build/tests/mock_broker
-    [[ -x "$MOCK_BROKER" ]] || (cd "$ROOT" && ninja -C build tests/mock_broker) >&2 ||
-        die "could not build $MOCK_BROKER"
-    "$MOCK_BROKER" "$RUN/bootstrap" 1 bench.public.orders:64 2>"$RUN/broker.log" &
-    BROKER_PID=$!
-    for _ in $(seq 100); do
-        [[ -s "$RUN/bootstrap" ]] && break
-        sleep 0.1
-    done
-    [[ -s "$RUN/bootstrap" ]] || die "the mock broker did not start (log: $RUN/broker.log)"
-    printf '[sink.kafka]\nbrokers = %s\ntopic_prefix = bench\nlinger = %s\n' \
-        "$(cat "$RUN/bootstrap")" "${BENCH_KAFKA_LINGER:-5ms}" >>"$RUN/pgfan.conf"
-    : >"$RUN/pgfan.ndjson" # no file output: record() reads its size
-elif [[ "$SINK" == elasticsearch ]]; then
-    python3 "$ROOT/tests/es_server/es_server.py" --port 0 --port-file "$RUN/es.port" \
-        2>"$RUN/es.log" &
-    BROKER_PID=$!
-    for _ in $(seq 100); do
-        [[ -s "$RUN/es.port" ]] && break
-        sleep 0.1
-    done
-    [[ -s "$RUN/es.port" ]] || die "the Elasticsearch test server did not start (log: $RUN/es.log)"
-    printf '[sink.elasticsearch]\nurl = http://127.0.0.1:%s\nindex.public.orders = orders-{created_at:%%Y.%%m.%%d}\nreplicas = 0\ndead_letter = %s\n' \
-        "$(cat "$RUN/es.port")" "$RUN/es-dead.ndjson" >>"$RUN/pgfan.conf"
-    ES_TICKS0=$(awk '{ print $14 + $15 }' "/proc/$BROKER_PID/stat")
-    : >"$RUN/pgfan.ndjson"
-else
-    printf '[sink.file]\npath = %s\nfsync_interval = 100ms\n' "$RUN/pgfan.ndjson" >>"$RUN/pgfan.conf"
-fi
 for v in $(compgen -e | grep '^PGFAN_' || true); do
-    unset "$v"
+    [[ "$v" == PGFAN_BENCH_* ]] || unset "$v"
 done
-"$PGFAN" check-config -c "$RUN/pgfan.conf" >/dev/null || die "pgfan rejected $RUN/pgfan.conf"
-
 end_int=$(lsn_int "$ENDPOS")
 # Bounded by the slowest plausible rate (500 changes/s) plus startup.
 deadline_s=$((60 + N / 500))
-t0=$(now)
-/usr/bin/time -v -o "$RUN/pgfan.time" "$PGFAN" run -c "$RUN/pgfan.conf" 2>"$RUN/pgfan.log" &
-TIME_PID=$!
-WS_PID=""
-WS_TICKS=0
-start_s=$SECONDS
-# pgfan is time's only child.
-while [[ -z "$CLIENT_PID" ]]; do
-    CLIENT_PID=$(awk '{ print $1 }' "/proc/$TIME_PID/task/$TIME_PID/children" 2>/dev/null || true)
-    [[ -n "$CLIENT_PID" ]] && break
-    kill -0 "$TIME_PID" 2>/dev/null || { cat "$RUN/pgfan.log" >&2; die "pgfan exited at once"; }
-    ((SECONDS - start_s < 10)) || die "could not find pgfan's pid under /usr/bin/time ($TIME_PID)"
-    sleep 0.05
-done
+[[ -z "${PGFAN_BENCH_WRAP:-}" ]] || deadline_s=$((deadline_s * 50))
+FAILS=()
+NOTES=""
 
-# `pgfan status` is cheap (no fork of psql, no backend): poll it; then make
-# sure the server has the confirmation too.
-while :; do
-    if ! kill -0 "$CLIENT_PID" 2>/dev/null; then
-        tail -n 20 "$RUN/pgfan.log" >&2
-        CLIENT_PID=""
-        die "pgfan exited before confirming $ENDPOS (log: $RUN/pgfan.log)"
+# A field of one sink's object in the status JSON ($STATUS_JSON).
+sink_field() {
+    sed -n 's/.*"name":"'"$1"'"[^}]*"'"$2"'":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON"
+}
+
+# With several sinks: which one holds the confirmation back at this poll, i.e.
+# has the only lowest durable LSN ($STATUS_JSON; builtins only). Counts polls
+# in HOLD[sink] and HOLD_POLLS.
+declare -A HOLD
+HOLD_POLLS=0
+track_holdback() {
+    local rest=$STATUS_JSON name v min=-1 minname="" ties=0
+    local re='"name":"([a-z]+)","state":"[^"]*","durable_lsn":"([0-9A-Fa-f]+)/([0-9A-Fa-f]+)"'
+    while [[ "$rest" =~ $re ]]; do
+        name=${BASH_REMATCH[1]}
+        v=$(((16#${BASH_REMATCH[2]} << 32) + 16#${BASH_REMATCH[3]}))
+        if ((min < 0 || v < min)); then
+            min=$v minname=$name ties=0
+        elif ((v == min)); then
+            ties=1
+        fi
+        rest=${rest#*"${BASH_REMATCH[0]}"}
+    done
+    [[ -n "$minname" ]] || return 0
+    HOLD_POLLS=$((HOLD_POLLS + 1))
+    ((ties)) || HOLD[$minname]=$((${HOLD[$minname]:-0} + 1))
+}
+
+# gmv_daily (agg_KIND) EXCEPT ALL its GROUP BY over orders, both ways: rows that differ.
+check_aggregates() {
+    "${PSQL[@]}" -d shop -At -c "
+        WITH want AS (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, store_id, currency,
+                             count(*) AS orders, sum(total_amount) AS gmv
+                      FROM orders WHERE status <> 'cancelled' GROUP BY 1, 2, 3),
+             have AS (SELECT day, store_id, currency, orders, gmv FROM agg_$1.gmv_daily)
+        SELECT (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM have) a)
+             + (SELECT count(*) FROM (SELECT * FROM have EXCEPT ALL SELECT * FROM want) b)"
+}
+
+# drain_pgfan KIND I: drains slot bench_pgfan_KIND; results in R[KIND.*].
+drain_pgfan() {
+    local c=$1 i=$2
+    local conf=$RUN/pgfan-$c.conf logf=$RUN/pgfan-$c.log timefile=$RUN/pgfan-$c.time
+    local out=$RUN/pgfan-$c.ndjson sock=$RUN/pgfan-$c.sock
+    local t0 t1 start_s confirmed es0=0 es1=0 br0=0 br1=0 agg_pid="" agg_ticks=0 agg0=0 s ev
+    local es_c0=0 es_w0=0 es_c1=0 es_w1=0 pg_c=0 pg_w=0 ws_c=0 ws_w=0 has_agg=0
+    has_sink "$c" aggregates && has_agg=1 # no fork in the polling loop
+    HOLD=()
+    HOLD_POLLS=0
+
+    log "drain $i/$NDRAINS: pgfan ($c: $(sinks_of "$c"))"
+    if has_sink "$c" kafka; then start_broker; read_ticks "$BROKER_PID" br0; fi
+    if has_sink "$c" elasticsearch; then
+        start_es
+        read_ticks "$ES_PID" es0
+        sched_sum "$ES_PID" es_c0 es_w0
     fi
-    ((SECONDS - start_s < deadline_s)) ||
-        { tail -n 5 "$RUN/pgfan.log" >&2; die "pgfan did not confirm $ENDPOS within ${deadline_s}s"; }
-    [[ -n "$WS_PID" ]] || find_walsender bench_pgfan
+    write_conf "$c" "$conf"
+    has_sink "$c" file || : >"$out" # no file output: record() reads its size
+
+    t0=$(now)
+    start_pgfan "$conf" "$logf" "$timefile"
+    start_s=$SECONDS
+    WS_PID=""
+    WS_TICKS=0
+    if [[ -n "${PGFAN_BENCH_PERF:-}" ]]; then
+        perf record -q -e cpu-clock -F 4999 -p "$CLIENT_PID" -o "$PGFAN_BENCH_PERF.$c" \
+            2>"$RUN/perf-$c.log" &
+        PERF_PID=$!
+    fi
+    # `pgfan status` is cheap (no fork of psql, no backend): poll it; then make
+    # sure the server has the confirmation too.
+    while :; do
+        if ! kill -0 "$CLIENT_PID" 2>/dev/null; then
+            tail -n 20 "$logf" >&2
+            CLIENT_PID=""
+            die "pgfan exited before confirming $ENDPOS (log: $logf)"
+        fi
+        ((SECONDS - start_s < deadline_s)) ||
+            { tail -n 5 "$logf" >&2; die "pgfan did not confirm $ENDPOS within ${deadline_s}s"; }
+        [[ -n "$WS_PID" ]] || find_walsender "bench_pgfan_$c"
+        sample_walsender
+        if ((has_agg)); then
+            if [[ -z "$agg_pid" ]]; then
+                agg_pid=$("${PSQL[@]}" -d shop -At -c "SELECT pid FROM pg_stat_activity
+                    WHERE application_name = 'pgfan-bench-agg' ORDER BY backend_start DESC LIMIT 1")
+                read_ticks "$agg_pid" agg0
+            fi
+            read_ticks "$agg_pid" agg_ticks
+        fi
+        STATUS_JSON=$("$PGFAN" status -s "$sock" --json 2>/dev/null || true)
+        [[ "$c" != all ]] || track_holdback
+        confirmed=$(sed -n 's/.*"confirmed_lsn":"\([0-9A-Fa-f]*\/[0-9A-Fa-f]*\)".*/\1/p' <<<"$STATUS_JSON" || true)
+        if [[ -n "$confirmed" ]] && (($(lsn_int "$confirmed") >= end_int)); then
+            if [[ "$("${PSQL[@]}" -d shop -At -c "SELECT confirmed_flush_lsn >= '$ENDPOS'
+                    FROM pg_replication_slots WHERE slot_name = 'bench_pgfan_$c'")" == t ]]; then
+                break
+            fi
+        fi
+        sleep 0.1
+    done
+    t1=$(now)
     sample_walsender
-    STATUS_JSON=$("$PGFAN" status -s "$RUN/pgfan.sock" --json 2>/dev/null || true)
-    confirmed=$(sed -n 's/.*"confirmed_lsn":"\([0-9A-Fa-f]*\/[0-9A-Fa-f]*\)".*/\1/p' <<<"$STATUS_JSON" || true)
-    if [[ -n "$confirmed" ]] && (($(lsn_int "$confirmed") >= end_int)); then
-        if [[ "$("${PSQL[@]}" -d shop -At -c "SELECT confirmed_flush_lsn >= '$ENDPOS'
-                FROM pg_replication_slots WHERE slot_name = 'bench_pgfan'")" == t ]]; then
-            break
+    [[ -z "$agg_pid" ]] || read_ticks "$agg_pid" agg_ticks
+    [[ -z "$ES_PID" ]] || read_ticks "$ES_PID" es1
+    [[ -z "$ES_PID" ]] || sched_sum "$ES_PID" es_c1 es_w1
+    sched_sum "$CLIENT_PID" pg_c pg_w
+    sched_sum "$WS_PID" ws_c ws_w
+    [[ -z "$BROKER_PID" ]] || read_ticks "$BROKER_PID" br1
+    if [[ -n "$PERF_PID" ]]; then
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        wait "$PERF_PID" 2>/dev/null || true
+        PERF_PID=""
+    fi
+    stop_pgfan "$logf"
+    record "$c" "$timefile" "$(fsub "$t1" "$t0")" "$out"
+    if has_sink "$c" file; then
+        R[$c.last]=$(fsub "$(stat -c %.9Y "$out")" "$t0")
+        R[$c.ins]=$(grep -c '"op":"c"' "$out" || true)
+        R[$c.upd]=$(grep -c '"op":"u"' "$out" || true)
+        R[$c.del]=$(grep -c '"op":"d"' "$out" || true)
+    else
+        # no file: delivery is what the confirmation waits for. The status
+        # has the sink's accepted row events and delivered bytes (Kafka:
+        # deletes also produce a tombstone record; Elasticsearch: bulk
+        # request bodies).
+        R[$c.last]=n/a
+        ev=$(sink_field "$c" events)
+        R[$c.bytes]=$(sink_field "$c" bytes)
+        R[$c.lines]=${ev:-0}
+        if [[ "${ev:-0}" == "$N" ]]; then
+            R[$c.ins]=$N_INS R[$c.upd]=$N_UPD R[$c.del]=$N_DEL
+        else
+            R[$c.ins]="${ev:-0} events" R[$c.upd]='?' R[$c.del]='?'
         fi
     fi
-    sleep 0.1
-done
-t1=$(now)
-sample_walsender
-kill -TERM "$CLIENT_PID"
-rc=0
-wait "$TIME_PID" || rc=$?
-TIME_PID=""
-CLIENT_PID=""
-((rc == 0)) || { tail -n 20 "$RUN/pgfan.log" >&2; die "pgfan exited with status $rc after SIGTERM (expected 0)"; }
-record pgfan "$RUN/pgfan.time" "$(fsub "$t1" "$t0")" "$RUN/pgfan.ndjson"
-if [[ "$SINK" != file ]]; then
-    LAST_WRITE_S=n/a # no file: delivery is what the confirmation waits for
-else
-    LAST_WRITE_S=$(fsub "$(stat -c %.9Y "$RUN/pgfan.ndjson")" "$t0")
-fi
-if [[ "$SINK" != file ]]; then
-    # The status has the sink's accepted row events and delivered bytes
-    # (Kafka: deletes also produce a tombstone record; Elasticsearch: bulk
-    # request bodies).
-    events=$(sed -n 's/.*"name":"'"$SINK"'"[^}]*"events":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
-    R[pgfan.bytes]=$(sed -n 's/.*"name":"'"$SINK"'"[^}]*"bytes":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON")
-    R[pgfan.lines]=${events:-0}
-    if [[ "${events:-0}" == "$N" ]]; then
-        R[pgfan.ins]=$N_INS R[pgfan.upd]=$N_UPD R[pgfan.del]=$N_DEL
-    else
-        R[pgfan.ins]="${events:-0} events" R[pgfan.upd]=? R[pgfan.del]=?
+    for s in kafka elasticsearch; do
+        if has_sink "$c" "$s" && [[ "$c" == all ]]; then
+            ev=$(sink_field "$s" events)
+            [[ "$ev" == "$N" ]] || FAILS+=("$c: the $s sink counted ${ev:-no} events for $N changes")
+        fi
+    done
+    local note="" wall=${R[$c.wall]}
+    R[$c.pgfan_busy]=$(busy_note "$pg_c" "$pg_w" "$wall")
+    R[$c.ws_busy]=$(busy_note "$ws_c" "$ws_w" "$wall")
+    note+=" pgfan (all threads): ${R[$c.pgfan_busy]}; its walsender: ${R[$c.ws_busy]}."
+    if has_sink "$c" elasticsearch; then
+        R[$c.es_cpu]=$(ticks_s $((es1 - es0)))
+        note+=" The Elasticsearch test server (one Python process) used ${R[$c.es_cpu]}s of CPU"
+        R[$c.es_busy]=$(busy_note $((es_c1 - es_c0)) $((es_w1 - es_w0)) "$wall")
+        note+=" (its live threads: ${R[$c.es_busy]})."
     fi
-else
-    R[pgfan.ins]=$(grep -c '"op":"c"' "$RUN/pgfan.ndjson" || true)
-    R[pgfan.upd]=$(grep -c '"op":"u"' "$RUN/pgfan.ndjson" || true)
-    R[pgfan.del]=$(grep -c '"op":"d"' "$RUN/pgfan.ndjson" || true)
-fi
-ES_NOTE=""
-if [[ "$SINK" == elasticsearch ]]; then
-    es_cpu=$(awk -v t0="$ES_TICKS0" -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15 - t0) / hz }' \
-        "/proc/$BROKER_PID/stat")
-    ES_NOTE="The Elasticsearch test server (one Python process) used ${es_cpu}s of CPU during pgfan's ${R[pgfan.wall]}s drain."
-    log "$ES_NOTE"
-fi
-log "pgfan: ${R[pgfan.wall]}s to confirmation (last event written at +${LAST_WRITE_S}s), ${R[pgfan.lines]} lines"
+    if has_sink "$c" kafka; then
+        R[$c.broker_cpu]=$(ticks_s $((br1 - br0)))
+        note+=" The mock Kafka broker used ${R[$c.broker_cpu]}s of CPU."
+    fi
+    if has_sink "$c" aggregates; then
+        R[$c.agg_cpu]=$(ticks_s $((agg_ticks - agg0)))
+        note+=" The PostgreSQL backend applying the aggregates used ${R[$c.agg_cpu]}s of CPU."
+        R[$c.agg_diff]=$(check_aggregates "$c")
+        [[ "${R[$c.agg_diff]}" == 0 ]] ||
+            FAILS+=("$c: agg_$c.gmv_daily differs from its GROUP BY over orders in ${R[$c.agg_diff]} rows")
+    fi
+    if [[ "$c" == all ]] && ((HOLD_POLLS)); then
+        note+=" Polls (every 0.1 s) in which one sink alone had the lowest durable position:"
+        for s in file kafka elasticsearch aggregates; do
+            R[$c.hold_$s]=$(awk -v h="${HOLD[$s]:-0}" -v n="$HOLD_POLLS" 'BEGIN { printf "%.0f", 100 * h / n }')
+            note+=" $s ${R[$c.hold_$s]} %,"
+        done
+        note="${note%,} of $HOLD_POLLS."
+    fi
+    stop_helpers
+    [[ -z "$note" ]] || NOTES+="
+pgfan ($c), ${wall}s drain:$note"
+    log "pgfan ($c): ${wall}s to confirmation (last event written at +${R[$c.last]}s), ${R[$c.lines]} lines.$note"
+    ((KEEP)) || rm -f "$out"
+}
+
+i=2
+for k in "${SINKS[@]}"; do
+    drain_pgfan "$k" "$i"
+    i=$((i + 1))
+done
 
 # ---- 5. check and report ----
 
-ok=1
-for c in recv pgfan; do
+for c in recv "${SINKS[@]}"; do
     if [[ "${R[$c.ins]} ${R[$c.upd]} ${R[$c.del]}" != "$N_INS $N_UPD $N_DEL" ]]; then
-        echo "bench: $c saw ${R[$c.ins]} inserts, ${R[$c.upd]} updates, ${R[$c.del]} deletes;" \
-            "the workload made $N_INS, $N_UPD, $N_DEL" >&2
-        ok=0
+        FAILS+=("$c saw ${R[$c.ins]} inserts, ${R[$c.upd]} updates, ${R[$c.del]} deletes; the workload made $N_INS, $N_UPD, $N_DEL")
     fi
 done
 
@@ -476,22 +765,37 @@ row() {
     }'
 }
 
+sink_label() {
+    case "$1" in
+    all) echo "pgfan (all sinks: file, kafka, elasticsearch, aggregates)" ;;
+    aggregates) echo "pgfan (aggregates sink, 5 aggregates)" ;;
+    *) echo "pgfan ($1 sink)" ;;
+    esac
+}
+
 MACHINE="$(nproc) x$(grep -m 1 'model name' /proc/cpuinfo | cut -d: -f2), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+SINK_LIST=$(IFS=,; echo "${SINKS[*]}")
+LAST_WRITES=""
+for k in "${SINKS[@]}"; do
+    [[ "${R[$k.last]}" == n/a ]] || LAST_WRITES+=" $k: last event written at +${R[$k.last]}s."
+done
 TABLE=$(
     echo "| client | wall s | changes/s | ratio to pg_recvlogical | CPU s (user+sys) | CPU µs/change | walsender CPU s | peak RSS MB | output MB | lines |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     row recv pg_recvlogical
-    row pgfan "pgfan ($SINK sink)"
+    for k in "${SINKS[@]}"; do
+        row "$k" "$(sink_label "$k")"
+    done
 )
 REPORT=$(
     cat <<EOF
-## $(date -u '+%Y-%m-%d %H:%M UTC') - bench_file.sh, N=$N, pgfan sink: $SINK
+## $(date -u '+%Y-%m-%d %H:%M UTC') - bench_file.sh, N=$N, pgfan sink: ${SINK_LIST//,/, }
 
 Machine: $MACHINE; PostgreSQL $PG_VERSION; pgfan $COMMIT ($BUILD_INFO).
 Workload: bench_workload($N, $SEED): $N_INS inserts, $N_UPD updates, $N_DEL deletes on orders,
 ${WORKLOAD_S}s to generate; $WAL_BYTES bytes of WAL. pgfan's wall time ends at the slot's
-confirmed_flush_lsn >= ENDPOS (last event written at +${LAST_WRITE_S}s). $ES_NOTE
+confirmed_flush_lsn >= ENDPOS.$LAST_WRITES$NOTES
 
 $TABLE
 EOF
@@ -500,7 +804,22 @@ echo
 echo "$REPORT"
 echo
 
-((ok)) || die "the clients did not see the workload's changes: results not appended"
+if [[ -n "$SUMMARY" ]]; then
+    {
+        printf 'n=%s\nseed=%s\nins=%s\nupd=%s\ndel=%s\nworkload_s=%s\nwal_bytes=%s\n' \
+            "$N" "$SEED" "$N_INS" "$N_UPD" "$N_DEL" "$WORKLOAD_S" "$WAL_BYTES"
+        printf 'pg_version=%s\nmachine=%s\ncommit=%s\nbuild_info=%s\nsinks=%s\nok=%s\n' \
+            "$PG_VERSION" "$MACHINE" "$COMMIT" "$BUILD_INFO" "$SINK_LIST" "$((${#FAILS[@]} == 0))"
+        for key in "${!R[@]}"; do
+            printf '%s=%s\n' "${key/./_}" "${R[$key]}"
+        done | sort
+    } >"$SUMMARY"
+fi
+
+if ((${#FAILS[@]})); then
+    printf 'bench: %s\n' "${FAILS[@]}" >&2
+    die "the clients did not see the workload's changes: results not appended"
+fi
 if ((APPEND)); then
     mkdir -p "$(dirname "$RESULTS")"
     if [[ ! -s "$RESULTS" ]]; then
