@@ -61,7 +61,10 @@
 # from the same build directory), BENCH_KAFKA_LINGER, PGFAN_BENCH_WRAP (a
 # command prefix for pgfan, e.g. "valgrind --tool=callgrind ...": the drain's
 # deadline grows 50-fold), PGFAN_BENCH_PERF=FILE (attach `perf record -e
-# cpu-clock` to pgfan for each drain, FILE.<kind>).
+# cpu-clock` to pgfan for each drain, FILE.<kind>), PGFAN_BENCH_PERF_STAT=FILE
+# (`perf stat` of its system calls, FILE.<kind>; the tracepoints cost about a
+# microsecond per call, so not together with PGFAN_BENCH_PERF). The summary's
+# <kind>_perf_from is how many events pgfan had sent before perf attached.
 # Checks that both clients saw exactly the workload's inserts, updates and
 # deletes; exits 1 (and appends nothing) when they did not.
 #
@@ -206,16 +209,22 @@ CLIENT_PID=""
 BROKER_PID=""
 ES_PID=""
 PERF_PID=""
+PERF_STAT_PID=""
+# system calls counted with PGFAN_BENCH_PERF (those of pgfan's hot path)
+PERF_SYSCALLS=raw_syscalls:sys_enter
+for sc in epoll_wait epoll_ctl recvfrom sendto read write pwrite64 fdatasync fsync; do
+    PERF_SYSCALLS+=,syscalls:sys_enter_$sc
+done
 
 # Stops the mock broker and the Elasticsearch test server if they run.
 stop_helpers() {
     local p
-    for p in "$PERF_PID" "$BROKER_PID" "$ES_PID"; do
+    for p in "$PERF_PID" "$PERF_STAT_PID" "$BROKER_PID" "$ES_PID"; do
         [[ -n "$p" ]] || continue
         kill -TERM "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
-    PERF_PID="" BROKER_PID="" ES_PID=""
+    PERF_PID="" PERF_STAT_PID="" BROKER_PID="" ES_PID=""
 }
 
 cleanup() {
@@ -633,6 +642,17 @@ drain_pgfan() {
             2>"$RUN/perf-$c.log" &
         PERF_PID=$!
     fi
+    if [[ -n "${PGFAN_BENCH_PERF_STAT:-}" ]]; then
+        perf stat -x, -e "$PERF_SYSCALLS" -p "$CLIENT_PID" -o "$PGFAN_BENCH_PERF_STAT.$c" \
+            2>"$RUN/perf-stat-$c.log" &
+        PERF_STAT_PID=$!
+    fi
+    if [[ -n "${PGFAN_BENCH_PERF:-}${PGFAN_BENCH_PERF_STAT:-}" ]]; then
+        # perf attaches within a moment: the events pgfan had before are not profiled
+        sleep 0.3
+        STATUS_JSON=$("$PGFAN" status -s "$sock" --json 2>/dev/null || true)
+        R[$c.perf_from]=$(sed -n 's/.*"events":\([0-9]*\).*/\1/p' <<<"$STATUS_JSON" | head -n 1)
+    fi
     # `pgfan status` is cheap (no fork of psql, no backend): poll it; then make
     # sure the server has the confirmation too.
     while :; do
@@ -672,11 +692,12 @@ drain_pgfan() {
     sched_sum "$CLIENT_PID" pg_c pg_w
     sched_sum "$WS_PID" ws_c ws_w
     [[ -z "$BROKER_PID" ]] || read_ticks "$BROKER_PID" br1
-    if [[ -n "$PERF_PID" ]]; then
-        kill -INT "$PERF_PID" 2>/dev/null || true
-        wait "$PERF_PID" 2>/dev/null || true
-        PERF_PID=""
-    fi
+    for p in "$PERF_PID" "$PERF_STAT_PID"; do
+        [[ -n "$p" ]] || continue
+        kill -INT "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PERF_PID="" PERF_STAT_PID=""
     stop_pgfan "$logf"
     record "$c" "$timefile" "$(fsub "$t1" "$t0")" "$out"
     if has_sink "$c" file; then

@@ -29,7 +29,8 @@
 #  3. snapshot: tests/bench/bench_snapshot.sh -n N (rows/s against COPY).
 #  4. profile: bench_file.sh -n P --sink file with `perf record -e
 #     cpu-clock` attached to pgfan; the top symbols by self time, as a share
-#     of pgfan's CPU and as µs per change. Then bench_file.sh -n C --sink
+#     of pgfan's CPU and as µs per change; the same again with `perf stat`
+#     counting its system calls per change. Then bench_file.sh -n C --sink
 #     file with pgfan under valgrind --tool=callgrind (instructions per
 #     change, self and inclusive; about 1 min for the default 100k).
 # Then writes DIR/report.md (default docs/bench), DIR/report.png (gnuplot,
@@ -135,8 +136,13 @@ export PGFAN_BENCH_BIN=$PGFAN # for bench_file.sh and bench_snapshot.sh
 BUILD_DIR=$(cd "$(dirname "$PGFAN")/.." && pwd -P)
 SIM=$BUILD_DIR/tools/pgfan-shop-sim
 MOCK=$BUILD_DIR/tests/mock_broker
-[[ -x "$SIM" ]] || ninja -C "$BUILD_DIR" tools/pgfan-shop-sim >&2 || die "could not build $SIM"
-[[ -x "$MOCK" ]] || ninja -C "$BUILD_DIR" tests/mock_broker >&2 || die "could not build $MOCK"
+# The report is stamped with the tree's commit: measure a binary built from it.
+BUILD_NOTE=""
+if ! ninja -C "$BUILD_DIR" daemon/pgfan tools/pgfan-shop-sim tests/mock_broker >/tmp/pgfan-report-build.log 2>&1; then
+    log "WARNING: could not rebuild $BUILD_DIR (see /tmp/pgfan-report-build.log): measuring the binaries as they are"
+    BUILD_NOTE=" **The binaries were not rebuilt from this tree (the build failed): they may be older than the commit.**"
+fi
+[[ -x "$SIM" && -x "$MOCK" ]] || die "could not build $SIM and $MOCK"
 if ! command -v gnuplot >/dev/null; then
     log "installing gnuplot (apt-get install gnuplot-nox)"
     apt-get install -y -qq gnuplot-nox </dev/null >/dev/null || die "could not install gnuplot: apt-get install gnuplot-nox"
@@ -495,6 +501,10 @@ perf_profile() {
         2>/dev/null | sed '/^$/d' >"$RUN/perf.top" || die "perf report failed"
     perf report -i "$RUN/perf.data.file" --stdio --no-children --sort dso -q 2>/dev/null |
         sed '/^$/d' >"$RUN/perf.dso" || true
+    # system calls per change: a run of its own (the tracepoints slow pgfan down)
+    PGFAN_BENCH_PERF_STAT=$RUN/perf.stat "$BENCH/bench_file.sh" -n "$PROF_N" --sink file --no-append \
+        --summary "$RUN/stat.kv" >"$RUN/stat.log" 2>&1 ||
+        { tail -n 30 "$RUN/stat.log" >&2; die "bench_file.sh (system calls) failed (log: $RUN/stat.log)"; }
 }
 
 # Lines "Ir (pct%)  file:function [object]" of callgrind_annotate, objects only.
@@ -623,6 +633,15 @@ fi
 PERF_SECTION="(no profile: perf was not available or --profile-n 0)"
 if ((HAVE_PERF)) && [[ -s "$RUN/perf.top" ]]; then
     PROF_US=$(awk -v c="$(get "$RUN/prof.kv" file_cpu)" -v n="$(get "$RUN/prof.kv" n)" 'BEGIN { printf "%.2f", c * 1e6 / n }')
+    SYSCALLS=""
+    if [[ -s "$RUN/perf.stat.file" ]]; then
+        # perf stat -x, lines: count,unit,event,...; per change of those after perf attached
+        SYSCALLS=$(awk -F, -v n=$(($(get "$RUN/stat.kv" n) - $(get "$RUN/stat.kv" file_perf_from))) '
+            $3 ~ /sys_enter/ && $1 ~ /^[0-9]+$/ {
+                name = $3; sub(/^.*sys_enter_?/, "", name); if (name == "") name = "all system calls"
+                printf "%s%s %.2f", (k++ ? ", " : ""), name, $1 / n }' "$RUN/perf.stat.file")
+        SYSCALLS=$'\n'"System calls per change (\`perf stat\` of the syscall tracepoints, a second drain of $(get "$RUN/stat.kv" n) changes): $SYSCALLS."
+    fi
     PERF_SECTION=$(
         cat <<EOF
 \`perf record -e cpu-clock -F 4999\` attached to pgfan (file sink) during a $(get "$RUN/prof.kv" n)-change
@@ -637,6 +656,7 @@ system call" rather than as one function.
 $(perf_rows "$PROF_US")
 
 By object: $(awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1 }' "$RUN/perf.dso").
+$SYSCALLS
 EOF
     )
 fi
@@ -697,7 +717,7 @@ Machine: $(get "$KV" machine) ($(nproc) CPUs). 1-minute load average along the r
 ${LOAD_LIST//,/, }. Other work shares this machine: numbers vary by ±15 % or more between
 runs, more when the load exceeds the 2 CPUs (see "waiting for a CPU" below).
 PostgreSQL $(get "$KV" pg_version), wal2json $(dpkg-query -W -f '${Version}' postgresql-15-wal2json 2>/dev/null || echo '?'), TCP loopback.
-pgfan $(get "$KV" commit) ($(get "$KV" build_info)).
+pgfan $(get "$KV" commit) ($(get "$KV" build_info)).$BUILD_NOTE
 
 ![changes/s per path and commit-to-durable latency](report.png)
 
