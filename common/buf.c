@@ -4,6 +4,7 @@
 #include "mem.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ void buf_reset(Buf *b)
         b->data[0] = '\0';
 }
 
-void buf_reserve(Buf *b, size_t extra)
+void buf_grow(Buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     size_t cap;
@@ -54,13 +55,6 @@ void buf_append(Buf *b, const void *data, size_t len)
 void buf_append_str(Buf *b, const char *s)
 {
     buf_append(b, s, strlen(s));
-}
-
-void buf_append_char(Buf *b, char c)
-{
-    buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
 }
 
 void buf_printf(Buf *b, const char *fmt, ...)
@@ -119,6 +113,15 @@ void buf_consume(Buf *b, size_t n)
     b->data[b->len] = '\0';
 }
 
+/* Bytes that JSON strings must escape: control characters, '"' and '\\'. */
+static const bool json_escaped[256] = {
+    /* 0x00 .. 0x1f */
+    true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true,
+    true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true,
+    ['"'] = true,
+    ['\\'] = true,
+};
+
 void buf_append_json_string(Buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -131,7 +134,7 @@ void buf_append_json_string(Buf *b, const char *s, size_t len)
         const char *esc = NULL;
         char u[7];
 
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (!json_escaped[c])
             continue;
         switch (c) {
         case '"':

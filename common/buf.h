@@ -23,12 +23,26 @@ void buf_init(Buf *b);
 void buf_free(Buf *b);
 void buf_reset(Buf *b);
 
+/* Grows the allocation to hold len + extra bytes plus the NUL (buf_reserve's slow path). */
+void buf_grow(Buf *b, size_t extra);
+
 /* Makes room for at least extra more bytes (plus the NUL). */
-void buf_reserve(Buf *b, size_t extra);
+static inline void buf_reserve(Buf *b, size_t extra)
+{
+    if (b->len + extra + 1 > b->cap)
+        buf_grow(b, extra);
+}
 
 void buf_append(Buf *b, const void *data, size_t len);
 void buf_append_str(Buf *b, const char *s);
-void buf_append_char(Buf *b, char c);
+
+/* Inline: the envelope and the escaper append single characters per value. */
+static inline void buf_append_char(Buf *b, char c)
+{
+    buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
 void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_append_u64(Buf *b, uint64_t v);
 void buf_append_i64(Buf *b, int64_t v);

@@ -101,7 +101,8 @@ struct Replication {
     W2jDecoder *decoder;
 
     PGconn *conn;
-    int fd; /* registered socket, -1 when none */
+    int fd;           /* registered socket, -1 when none */
+    unsigned watched; /* events watch_socket() registered for fd; WATCHED_UNKNOWN: none */
     ReplState state;
     Step step;
     TimeUs step_deadline;
@@ -136,6 +137,9 @@ struct Replication {
 };
 
 static void on_socket(void *arg, int fd, unsigned events);
+
+/* Replication.watched when fd was registered elsewhere (or not at all). */
+#define WATCHED_UNKNOWN (~0u)
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -179,8 +183,14 @@ static void watch_socket(Replication *r)
         events |= LOOP_READ;
     if (r->want_write)
         events |= LOOP_WRITE;
+    /* Called after every read: an unchanged registration costs no epoll_ctl. */
+    if (fd == r->fd && events == r->watched)
+        return;
+    r->watched = WATCHED_UNKNOWN;
     if (!loop_watch(r->loop, fd, events, on_socket, r))
         log_warning(COMPONENT, "could not watch the replication socket: %s", strerror(errno));
+    else
+        r->watched = events;
     r->fd = fd;
 }
 
@@ -300,6 +310,7 @@ static void begin_connect(Replication *r)
     r->step_deadline = clock_mono_us() + STEP_TIMEOUT_US;
     /* PQconnectStart wants us to wait for writability first. */
     r->fd = PQsocket(r->conn);
+    r->watched = WATCHED_UNKNOWN;
     if (r->fd < 0 || !loop_watch(r->loop, r->fd, LOOP_WRITE, on_socket, r)) {
         err_set(&err, ERR_RETRY, "could not connect to PostgreSQL: no socket");
         retry_later(r, &err, false);
@@ -339,6 +350,7 @@ static void continue_connect(Replication *r)
                 loop_unwatch(r->loop, r->fd);
             r->fd = PQsocket(r->conn);
         }
+        r->watched = WATCHED_UNKNOWN;
         if (r->fd < 0 || !loop_watch(r->loop, r->fd, events, on_socket, r)) {
             err_set(&err, ERR_RETRY, "could not connect to PostgreSQL: lost the socket");
             retry_later(r, &err, false);
@@ -1043,6 +1055,7 @@ Replication *repl_new(const Config *cfg, Loop *loop, Pipeline *pipeline, SourceI
     r->source = source;
     r->decoder = w2j_new();
     r->fd = -1;
+    r->watched = WATCHED_UNKNOWN;
     r->state = REPL_CONNECTING;
     r->silence_factor = 1;
     backoff_init(&r->backoff, cfg->source.reconnect_min, cfg->source.reconnect_max);

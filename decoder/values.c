@@ -55,6 +55,24 @@ static const TypeName type_names[] = {
 /* Longest name worth classifying; longer ones are user types. */
 #define TYPE_NAME_MAX 64
 
+/* The class of a name without typmods, from the table. */
+static TypeClass lookup_base(const char *base, size_t n)
+{
+    for (size_t i = 0; i < sizeof type_names / sizeof type_names[0]; i++) {
+        if (type_names[i].len == n && type_names[i].name[0] == base[0] &&
+            memcmp(base, type_names[i].name, n) == 0)
+            return type_names[i].cls;
+    }
+    /* Intervals with fields: "interval year to month", "interval second(3)". */
+    if (n > 9 && memcmp(base, "interval ", 9) == 0)
+        return TYPE_INTERVAL;
+    return TYPE_ENUM_OR_OTHER;
+}
+
+/*
+ * Called for every column of every message (wal2json repeats the types):
+ * a name without typmods is looked up in place.
+ */
 TypeClass value_type_class(Str type_name)
 {
     char base[TYPE_NAME_MAX];
@@ -68,6 +86,9 @@ TypeClass value_type_class(Str type_name)
         return TYPE_ARRAY;
     if (type_name.len >= sizeof base)
         return TYPE_ENUM_OR_OTHER;
+    if (memchr(type_name.ptr, '(', type_name.len) == NULL &&
+        memchr(type_name.ptr, ')', type_name.len) == NULL)
+        return lookup_base(type_name.ptr, type_name.len);
 
     /* Drop typmods wherever they sit: "numeric(12,2)", "timestamp(3) with time zone". */
     for (size_t i = 0; i < type_name.len; i++) {
@@ -82,17 +103,9 @@ TypeClass value_type_class(Str type_name)
             base[n++] = ch;
         }
     }
-    if (depth != 0)
+    if (depth != 0 || n == 0)
         return TYPE_ENUM_OR_OTHER;
-
-    for (size_t i = 0; i < sizeof type_names / sizeof type_names[0]; i++) {
-        if (type_names[i].len == n && memcmp(base, type_names[i].name, n) == 0)
-            return type_names[i].cls;
-    }
-    /* Intervals with fields: "interval year to month", "interval second(3)". */
-    if (n > 9 && memcmp(base, "interval ", 9) == 0)
-        return TYPE_INTERVAL;
-    return TYPE_ENUM_OR_OTHER;
+    return lookup_base(base, n);
 }
 
 /* ------------------------------------------------------------------------
