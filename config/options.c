@@ -456,7 +456,7 @@ const OptDef config_options[] = {
      .reloadable = true,
      .min = 0, .max = 10 * US_S, .unit = "ms",
      .offset = offsetof(Config, file.fsync_interval),
-     .desc = "how often writes are fsynced and confirmed; 0: after every write"},
+     .desc = "how long lines may wait to be written, fsynced and confirmed; 0: at once"},
     {.section = "sink.file", .key = "max_buffer", .type = OPT_SIZE, .def = "8MB",
      .reloadable = true,
      .min = 64 * KB, .max = 1 * GB, .unit = "B",

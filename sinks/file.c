@@ -9,8 +9,13 @@
  * file expect rows only.
  *
  * Durability: lines are buffered in memory and written with write(2) when
- * the buffer passes WRITE_THRESHOLD and at every poll; the file is fsynced
- * once written data has waited fsync_interval (0: at every poll). A COMMIT
+ * the buffer passes its write threshold (WRITE_THRESHOLD, at most half of
+ * max_buffer_bytes) or at the poll where its oldest line has waited
+ * fsync_interval (every poll when that is 0, or for a file that is not
+ * regular); written data is fsynced once it has waited fsync_interval since
+ * it was buffered. Nothing is durable before its fsync, so writing late
+ * costs no latency, and it saves a write(2) per poll (at full speed a poll
+ * handles a few changes). A COMMIT
  * is durable once every byte up to it was written before a successful
  * fsync. Three positions track this:
  *   committed - the last COMMIT submitted (all its bytes are buffered or written)
@@ -89,14 +94,15 @@ typedef struct FileSink {
     size_t max_buffer_bytes;
     const SourceInfo *source;
 
-    Buf buf; /* complete lines not yet written */
+    Buf buf;               /* complete lines not yet written */
+    TimeUs buffered_since; /* monotonic time the oldest of them was buffered */
 
     TxnMark committed;
     TxnMark written;
     TxnMark durable;
 
     bool unsynced;         /* bytes written since the last fsync */
-    TimeUs unsynced_since; /* monotonic time of the first of them */
+    TimeUs unsynced_since; /* monotonic time the first of them was buffered */
 
     bool retrying;
     TimeUs retry_at;
@@ -142,12 +148,12 @@ static bool write_error_is_transient(int e)
     return e == ENOSPC || e == EDQUOT || e == EINTR || e == EAGAIN || e == EWOULDBLOCK;
 }
 
-static void note_written(FileSink *s, size_t n, TimeUs now)
+static void note_written(FileSink *s, size_t n)
 {
     s->bytes += n;
     if (s->regular && !s->unsynced) {
         s->unsynced = true;
-        s->unsynced_since = now;
+        s->unsynced_since = s->buffered_since;
     }
 }
 
@@ -184,7 +190,7 @@ static bool write_buffer(FileSink *s, TimeUs now, PfError *err)
 
         if (n > 0) {
             off += (size_t)n;
-            note_written(s, (size_t)n, now);
+            note_written(s, (size_t)n);
             continue;
         }
         buf_consume(&s->buf, off);
@@ -413,6 +419,12 @@ static void *file_open(const SinkContext *ctx, PfError *err)
 
 /* Operations ----------------------------------------------------------------- */
 
+/* Buffered bytes written at once: at most half the bound, which keeps room to accept more. */
+static size_t write_threshold(const FileSink *s)
+{
+    return s->max_buffer_bytes / 2 < WRITE_THRESHOLD ? s->max_buffer_bytes / 2 : WRITE_THRESHOLD;
+}
+
 static bool file_submit(void *self, const Change *change, PfError *err)
 {
     FileSink *s = self;
@@ -426,10 +438,12 @@ static bool file_submit(void *self, const Change *change, PfError *err)
     case CHANGE_UPDATE:
     case CHANGE_DELETE:
     case CHANGE_TRUNCATE:
+        if (s->buf.len == 0)
+            s->buffered_since = clock_mono_us();
         envelope_append(&s->buf, change, s->source, clock_wall_us());
         buf_append_char(&s->buf, '\n');
         s->events++;
-        if (s->buf.len >= WRITE_THRESHOLD && !s->retrying)
+        if (s->buf.len >= write_threshold(s) && !s->retrying)
             return write_buffer(s, clock_mono_us(), err);
         return true;
     case CHANGE_COMMIT:
@@ -464,6 +478,16 @@ static bool file_can_accept(const void *self)
     return !s->failed && s->buf.len < s->max_buffer_bytes;
 }
 
+/*
+ * Whether the buffered lines are written at this poll: when they wait for
+ * nothing else (a file that is not regular is durable once written) or when
+ * their fsync is due.
+ */
+static bool write_due(const FileSink *s, TimeUs now)
+{
+    return !s->regular || now - s->buffered_since >= s->fsync_interval;
+}
+
 static bool file_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError *err)
 {
     FileSink *s = self;
@@ -474,7 +498,7 @@ static bool file_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError *er
         *err = s->fatal;
         return false;
     }
-    if (s->buf.len > 0 && (!s->retrying || now >= s->retry_at)) {
+    if (s->buf.len > 0 && write_due(s, now) && (!s->retrying || now >= s->retry_at)) {
         if (!write_buffer(s, now, err))
             return false;
     }
@@ -486,6 +510,8 @@ static bool file_poll(void *self, TimeUs now, TimeUs *next_deadline, PfError *er
     }
     if (s->unsynced)
         deadline = s->unsynced_since + s->fsync_interval;
+    if (s->buf.len > 0 && !s->retrying && s->buffered_since + s->fsync_interval < deadline)
+        deadline = s->buffered_since + s->fsync_interval;
     if (s->retrying && s->retry_at < deadline)
         deadline = s->retry_at;
     *next_deadline = deadline;

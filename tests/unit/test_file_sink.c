@@ -157,6 +157,13 @@ static void poll_ok(void *sink, TimeUs *deadline)
     ck_assert_msg(poll_now(sink, deadline, &err), "poll failed: %s", err.msg);
 }
 
+/* Lines are written when their fsync is due: lets fsync_interval pass, then polls. */
+static void poll_due(void *sink, TimeUs *deadline)
+{
+    clock_advance_fake(fx.cfg.file.fsync_interval);
+    poll_ok(sink, deadline);
+}
+
 static char *read_file(const char *path, size_t *len_out)
 {
     FILE *f = fopen(path, "rb");
@@ -274,7 +281,7 @@ START_TEST(test_lines_equal_envelopes)
             buf_append_char(&expected, '\n');
         submit(sink, kinds[i], 0x1000 + i);
     }
-    poll_ok(sink, NULL);
+    poll_due(sink, NULL);
     got = read_file(fx.path, NULL);
     ck_assert_str_eq(got, expected.data);
     /* Four row events, four lines; BEGIN, MESSAGE and COMMIT wrote nothing. */
@@ -347,7 +354,7 @@ START_TEST(test_short_writes)
         submit(sink, CHANGE_INSERT, 0x200 + (Lsn)i);
     }
     submit(sink, CHANGE_COMMIT, 0x300);
-    poll_ok(sink, NULL);
+    poll_due(sink, NULL);
     ck_assert_int_gt(write_calls, 5);
     got = read_file(fx.path, NULL);
     ck_assert_str_eq(got, expected.data);
@@ -372,21 +379,25 @@ START_TEST(test_durable_only_after_fsync)
     submit_txn(sink, 0x200, 3);
     ck_assert_uint_eq(ops->durable_lsn(sink), LSN_INVALID);
 
-    poll_ok(sink, &deadline); /* writes, interval not yet elapsed */
+    poll_ok(sink, &deadline); /* interval not yet elapsed: nothing written yet */
+    ck_assert_int_eq(write_calls, 0);
     ck_assert_int_eq(fsync_calls, 0);
     ck_assert_uint_eq(ops->durable_lsn(sink), LSN_INVALID);
     ck_assert_int_eq(deadline, MONO0 + 100 * MS);
     ops->status(sink, &st);
     ck_assert_uint_eq(st.queue_depth, 5);
-    ck_assert_uint_eq(st.queued_bytes, 0);
+    ck_assert_uint_gt(st.queued_bytes, 0);
 
     clock_advance_fake(99 * MS);
     poll_ok(sink, &deadline);
+    ck_assert_int_eq(write_calls, 0);
     ck_assert_int_eq(fsync_calls, 0);
     ck_assert_uint_eq(ops->durable_lsn(sink), LSN_INVALID);
 
+    /* Due: one write(2) for all five lines, then the fsync. */
     clock_advance_fake(1 * MS);
     poll_ok(sink, &deadline);
+    ck_assert_int_eq(write_calls, 1);
     ck_assert_int_eq(fsync_calls, 1);
     ck_assert_uint_eq(ops->durable_lsn(sink), 0x200);
     ck_assert_int_eq(deadline, TIME_NEVER);
@@ -402,6 +413,41 @@ START_TEST(test_durable_only_after_fsync)
     poll_ok(sink, &deadline);
     ck_assert_int_eq(fsync_calls, 1);
     ck_assert_int_eq(deadline, TIME_NEVER);
+    ops->close(sink);
+}
+END_TEST
+
+START_TEST(test_one_write_per_fsync)
+{
+    void *sink;
+    TimeUs deadline;
+
+    use_fake_io();
+    sink = open_sink();
+    /* 20 polls 4 ms apart, a transaction before each: no write(2) before the fsync is due. */
+    for (int i = 0; i < 20; i++) {
+        submit_txn(sink, 0x1000 + 0x100 * (Lsn)i, 2);
+        poll_ok(sink, &deadline);
+        ck_assert_int_eq(deadline, MONO0 + 100 * MS);
+        clock_advance_fake(4 * MS);
+    }
+    ck_assert_int_eq(write_calls, 0);
+    clock_advance_fake(20 * MS); /* MONO0 + 100 ms */
+    poll_ok(sink, &deadline);
+    ck_assert_int_eq(write_calls, 1);
+    ck_assert_int_eq(fsync_calls, 1);
+    ck_assert_uint_eq(ops->durable_lsn(sink), 0x1000 + 0x100 * 19);
+    ck_assert_int_eq(deadline, TIME_NEVER);
+
+    /* Half of max_buffer_bytes is written at once, without waiting for the poll. */
+    fx.cfg.file.max_buffer_bytes = 1000;
+    ops->reconfigure(sink, &fx.cfg);
+    submit(sink, CHANGE_BEGIN, 0x9000);
+    for (int i = 0; write_calls == 1; i++) {
+        submit(sink, CHANGE_INSERT, 0x8000 + (Lsn)i);
+        ck_assert_int_lt(i, 10);
+    }
+    ck_assert_int_eq(write_calls, 2);
     ops->close(sink);
 }
 END_TEST
@@ -456,13 +502,14 @@ START_TEST(test_buffered_commit_not_durable)
     use_fake_io();
     sink = open_sink();
     submit_txn(sink, 0x100, 1);
-    poll_ok(sink, NULL); /* 0x100 written */
+    poll_due(sink, NULL); /* 0x100 written and synced */
+    ck_assert_int_eq(fsync_calls, 1);
+    ck_assert_uint_eq(ops->durable_lsn(sink), 0x100);
 
-    /* 0x200's line cannot be written (disk full) while an fsync happens. */
+    /* 0x200's line cannot be written (disk full): nothing to fsync, not durable. */
     submit_txn(sink, 0x200, 1);
     write_errno = ENOSPC;
-    clock_advance_fake(100 * MS);
-    poll_ok(sink, &deadline);
+    poll_due(sink, &deadline);
     ck_assert_int_eq(fsync_calls, 1);
     ck_assert_uint_eq(ops->durable_lsn(sink), 0x100);
     ops->status(sink, &st);
@@ -474,7 +521,9 @@ START_TEST(test_buffered_commit_not_durable)
     clock_advance_fake(1000 * MS);
     submit(sink, CHANGE_BEGIN, 0x300);
     submit(sink, CHANGE_INSERT, 0x280);
-    poll_ok(sink, &deadline); /* writes 0x200 and half of 0x300 */
+    poll_ok(sink, &deadline); /* writes and fsyncs 0x200 and half of 0x300 */
+    ck_assert_int_eq(fsync_calls, 2);
+    ck_assert_uint_eq(ops->durable_lsn(sink), 0x200);
     submit(sink, CHANGE_INSERT, 0x281);
     submit(sink, CHANGE_COMMIT, 0x300);
     ops->flush(sink);
@@ -581,15 +630,19 @@ START_TEST(test_backpressure)
     int n = 0;
 
     fx.cfg.file.max_buffer_bytes = 1000;
+    use_fake_io();
     sink = open_sink();
     submit(sink, CHANGE_BEGIN, 0x10000);
+    /* Half the bound is written at once; a full disk makes the buffer fill up. */
+    write_errno = ENOSPC;
     while (ops->can_accept(sink)) {
         submit(sink, CHANGE_INSERT, 0x100 + (Lsn)n);
         n++;
         ck_assert_int_lt(n, 100);
     }
     ops->status(sink, &st);
-    ck_assert_str_eq(st.state, "backpressure");
+    ck_assert_str_eq(st.state, "retrying"); /* says why it holds the stream */
+    ck_assert(!ops->can_accept(sink));
     ck_assert_uint_ge(st.queued_bytes, 1000);
     ck_assert_uint_lt(st.queued_bytes - 1000, 400); /* stopped at the first line past the bound */
     ck_assert_int_gt(n, 1);
@@ -606,6 +659,9 @@ START_TEST(test_backpressure)
         ck_assert(!ops->can_accept(sink));
     }
 
+    /* Space again: the retry writes everything. */
+    write_errno = 0;
+    clock_advance_fake(10 * USECS_PER_SEC);
     poll_ok(sink, NULL);
     ck_assert(ops->can_accept(sink));
     ops->status(sink, &st);
@@ -630,11 +686,11 @@ START_TEST(test_transient_write_error_retries)
     sink = open_sink();
     submit_txn(sink, 0x100, 3);
     write_errno = ENOSPC;
-    poll_ok(sink, &deadline);
+    poll_due(sink, &deadline);
     ck_assert_int_eq(write_calls, 1);
     /* Retry after 100 ms +-25 % jitter. */
-    ck_assert_int_ge(deadline, MONO0 + 75 * MS);
-    ck_assert_int_le(deadline, MONO0 + 125 * MS);
+    ck_assert_int_ge(deadline, clock_mono_us() + 75 * MS);
+    ck_assert_int_le(deadline, clock_mono_us() + 125 * MS);
     ops->status(sink, &st);
     snprintf(expected_msg, sizeof expected_msg,
              "could not write file sink output \"%s\": No space left on device", fx.path);
@@ -703,7 +759,7 @@ START_TEST(test_short_write_then_transient_error)
     write_max_chunk = 10;
     write_ok_calls = 2;
     write_errno = ENOSPC;
-    poll_ok(sink, &deadline);
+    poll_due(sink, &deadline);
     ck_assert_int_eq(file_size(fx.path), 20);
     write_errno = 0;
     write_max_chunk = 0;
@@ -733,7 +789,7 @@ START_TEST(test_transient_errors_eintr_eagain)
         sink = open_sink();
         submit_txn(sink, 0x100, 1);
         write_errno = errs[i];
-        poll_ok(sink, NULL);
+        poll_due(sink, NULL);
         ops->status(sink, &st);
         ck_assert_str_eq(st.state, "retrying");
         ck_assert_ptr_nonnull(strstr(st.last_error, strerror(errs[i])));
@@ -755,6 +811,7 @@ START_TEST(test_fatal_write_error)
     sink = open_sink();
     submit_txn(sink, 0x100, 1);
     write_errno = EIO;
+    clock_advance_fake(fx.cfg.file.fsync_interval);
     ck_assert(!poll_now(sink, &deadline, &err));
     snprintf(expected_msg, sizeof expected_msg,
              "could not write file sink output \"%s\": Input/output error", fx.path);
@@ -1044,6 +1101,7 @@ static Suite *file_sink_suite(void)
     tcase_add_test(out, test_short_writes);
 
     tcase_add_test(dur, test_durable_only_after_fsync);
+    tcase_add_test(dur, test_one_write_per_fsync);
     tcase_add_test(dur, test_fsync_interval_zero);
     tcase_add_test(dur, test_fsync_interval_counts_from_first_unsynced_write);
     tcase_add_test(dur, test_buffered_commit_not_durable);
