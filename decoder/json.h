@@ -5,11 +5,14 @@
  * Elasticsearch sink's bulk-response reader (sinks/es_response.c) uses it.
  * Everything else goes through wal2json.h.
  *
- * json_parse() tokenizes one message with jsmn, then checks what jsmn lets
- * through (separators, literals, one top-level object and nothing after it),
- * so a caller walking the tokens only ever sees well-formed JSON. Tokens are
- * jsmn's, in document order: the first child of token p is p + 1, and a
- * sibling's whole subtree precedes the next sibling (json_skip()).
+ * json_parse() tokenizes and validates one message in a single pass (strict
+ * RFC 8259: one top-level object and nothing but whitespace around it), so a
+ * caller walking the tokens only ever sees well-formed JSON. The tokens have
+ * jsmn's layout and values (jsmntok_t with parent links: a string token spans
+ * the text between its quotes, a key's size is 1 and its value's parent is
+ * the key, an object's size counts its keys), in document order: the first
+ * child of token p is p + 1, and a sibling's whole subtree precedes the next
+ * sibling (json_skip()).
  *
  * Owns: the token array and the scratch buffer that holds unescaped strings,
  * both reused from message to message (grown, never shrunk) and released by
@@ -33,8 +36,9 @@
 #include <stddef.h>
 
 /*
- * Declarations only: jsmn's code is compiled, static, into json.c alone
- * (which includes jsmn.h itself before this header).
+ * jsmn's token type only: pgfan's own tokenizer (json.c) fills it, and jsmn's
+ * parser is compiled nowhere but into the differential fuzz target, as the
+ * reference (tests/fuzz/json_reference.c, which includes jsmn.h itself first).
  */
 #ifndef JSMN_H
 #define JSMN_HEADER
@@ -58,7 +62,7 @@ typedef struct JsonDoc {
     int ntok;
 
     /* Private to json.c. */
-    int *cursor; /* per token, end of what the validation pass last saw inside it */
+    bool has_escapes; /* some string of js has a backslash: json_string() must look */
     unsigned int tok_cap;
     Buf scratch; /* unescaped strings of the current message */
 } JsonDoc;
@@ -72,10 +76,12 @@ typedef struct JsonError {
 void json_doc_init(JsonDoc *doc);
 
 /*
- * Tokenizes and validates js[0..len) (not NUL-terminated); len must be below
- * INT_MAX, as jsmn counts positions in int. On success the tokens describe
- * exactly one JSON object (toks[0]) and the scratch buffer is emptied and
- * sized so that json_string() never moves it.
+ * Tokenizes and validates js[0..len) (not NUL-terminated; a NUL byte is
+ * refused; so is a len of INT_MAX or more: tokens hold positions in int). On
+ * success the tokens describe exactly one JSON object (toks[0]) and the
+ * scratch buffer is emptied and sized so that json_string() never moves it.
+ * Strings are checked for valid escapes here, for paired surrogates only by
+ * json_string(); raw control bytes inside them other than NUL are accepted.
  */
 bool json_parse(JsonDoc *doc, const char *js, size_t len, JsonError *err);
 

@@ -8,6 +8,7 @@
  */
 #include "../../common/buf.h"
 #include "../../common/mem.h"
+#include "../../decoder/json.h"
 #include "../../decoder/values.h"
 #include "../../decoder/wal2json.h"
 
@@ -667,6 +668,10 @@ static const ErrCase err_cases[] = {
     {"{\"a\":[\"b\":1]}", "invalid JSON near '{\"a\":[\"b\":1]}'"},
     {"{1:2}", "invalid JSON near '{1:2}'"},
     {"{\"a\":1\x01}", "invalid JSON near '{\"a\":1\\x01}'"},
+    {"{\"a\":[1,2,]}", "invalid JSON near '{\"a\":[1,2,]}'"},
+    {"{\"a\":00}", "invalid JSON literal near '{\"a\":00}'"},
+    {"{\"action\":\"B\"}{\"action\":\"C\"}",
+     "unexpected data after the object near '{\"action\":\"B\"}{\"action\":\"C\"}'"},
     /* Escapes. */
     {"{\"action\":\"\\x\"}", "invalid escape in string near '{\"action\":\"\\x\"}'"},
     {"{\"action\":\"\\u12G4\"}", "invalid escape in string near '{\"action\":\"\\u12G4\"}'"},
@@ -872,6 +877,269 @@ START_TEST(test_mutations)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * JSON layer (json.c): the tokenizer's tokens and verdicts, directly
+ * ------------------------------------------------------------------------ */
+
+typedef struct TokWant {
+    jsmntype_t type;
+    int start, end, size, parent;
+} TokWant;
+
+/* json_parse() on an exact-size copy of js[0..len) (ASan sees overreads). */
+static bool json_parse_exact(JsonDoc *doc, const char *js, size_t len, JsonError *err,
+                             char **copy)
+{
+    *copy = xmalloc(len ? len : 1);
+    memcpy(*copy, js, len);
+    return json_parse(doc, *copy, len, err);
+}
+
+/* jsmn's layout, whitespace everywhere: what the rest of the decoder walks. */
+START_TEST(test_json_token_layout)
+{
+    static const char js[] = " {\t\"a\" :\n[ 1 ,-0,1e5 , 1.5E-3,true , false,null,{ },[ ] ,"
+                             "\"s\\n\" ] ,\r\n\"b\":{\"c\" : \"d\"} } \n";
+    static const TokWant want[] = {
+        {JSMN_OBJECT, 1, 85, 2, -1},    {JSMN_STRING, 4, 5, 1, 0},      /* "a" */
+        {JSMN_ARRAY, 9, 64, 10, 1},     {JSMN_PRIMITIVE, 11, 12, 0, 2}, /* 1 */
+        {JSMN_PRIMITIVE, 14, 16, 0, 2}, /* -0 */
+        {JSMN_PRIMITIVE, 17, 20, 0, 2}, /* 1e5 */
+        {JSMN_PRIMITIVE, 23, 29, 0, 2}, /* 1.5E-3 */
+        {JSMN_PRIMITIVE, 30, 34, 0, 2}, /* true */
+        {JSMN_PRIMITIVE, 37, 42, 0, 2}, /* false */
+        {JSMN_PRIMITIVE, 43, 47, 0, 2}, /* null */
+        {JSMN_OBJECT, 48, 51, 0, 2},    /* { } */
+        {JSMN_ARRAY, 52, 55, 0, 2},     /* [ ] */
+        {JSMN_STRING, 58, 61, 0, 2},    /* "s\n" */
+        {JSMN_STRING, 69, 70, 1, 0},    /* "b" */
+        {JSMN_OBJECT, 72, 83, 1, 13},   {JSMN_STRING, 74, 75, 1, 14}, /* "c" */
+        {JSMN_STRING, 80, 81, 0, 15},                                 /* "d" */
+    };
+    JsonDoc doc;
+    JsonError err;
+    char *copy;
+    Str s;
+
+    json_doc_init(&doc);
+    ck_assert_msg(json_parse_exact(&doc, js, sizeof js - 1, &err, &copy), "%s at %zu", err.what,
+                  err.pos);
+    ck_assert_int_eq(doc.ntok, (int)(sizeof want / sizeof want[0]));
+    for (int i = 0; i < doc.ntok; i++) {
+        const jsmntok_t *t = &doc.toks[i];
+
+        ck_assert_msg(t->type == want[i].type && t->start == want[i].start &&
+                          t->end == want[i].end && t->size == want[i].size &&
+                          t->parent == want[i].parent,
+                      "token %d: type %d start %d end %d size %d parent %d", i, t->type, t->start,
+                      t->end, t->size, t->parent);
+    }
+    ck_assert_int_eq(json_skip(&doc, 2), 13);
+    ck_assert_int_eq(json_skip(&doc, 0), doc.ntok);
+    ck_assert(json_string(&doc, 12, &s, &err));
+    ck_assert(s.len == 2 && memcmp(s.ptr, "s\n", 2) == 0);
+    free(copy);
+    json_doc_free(&doc);
+}
+END_TEST
+
+/* Nesting deeper than any stack would like, and token arrays past their first size. */
+START_TEST(test_json_deep_nesting)
+{
+    enum { DEPTH = 100000 };
+    Buf b = BUF_INIT;
+    JsonDoc doc;
+    JsonError err;
+    char *copy;
+
+    json_doc_init(&doc);
+    /* {"a":[[[...]]]}: each array is the only element of the one around it. */
+    buf_append_str(&b, "{\"a\":");
+    for (int i = 0; i < DEPTH; i++)
+        buf_append_char(&b, '[');
+    for (int i = 0; i < DEPTH; i++)
+        buf_append_char(&b, ']');
+    buf_append_char(&b, '}');
+    ck_assert_msg(json_parse_exact(&doc, b.data, b.len, &err, &copy), "%s", err.what);
+    ck_assert_int_eq(doc.ntok, DEPTH + 2);
+    for (int i = 2; i < doc.ntok; i++) {
+        ck_assert_int_eq(doc.toks[i].parent, i - 1);
+        ck_assert_int_eq(doc.toks[i].size, i + 1 < doc.ntok ? 1 : 0);
+        ck_assert_int_eq(doc.toks[i].end, (int)b.len - 1 - (i - 2));
+    }
+    ck_assert_int_eq(json_skip(&doc, 2), doc.ntok);
+    free(copy);
+
+    /* {"a":{"a":{...}}}: a value's parent is its key, the key's its object. */
+    buf_reset(&b);
+    for (int i = 0; i < DEPTH / 10; i++)
+        buf_append_str(&b, "{\"a\":");
+    buf_append_str(&b, "null");
+    for (int i = 0; i < DEPTH / 10; i++)
+        buf_append_char(&b, '}');
+    ck_assert_msg(json_parse_exact(&doc, b.data, b.len, &err, &copy), "%s", err.what);
+    ck_assert_int_eq(doc.ntok, 2 * (DEPTH / 10) + 1);
+    for (int i = 1; i < doc.ntok; i++)
+        ck_assert_int_eq(doc.toks[i].parent, i - 1);
+    ck_assert_int_eq(doc.toks[doc.ntok - 1].type, JSMN_PRIMITIVE);
+    free(copy);
+
+    /* Unclosed at depth: truncated at the end. The grown array serves a small message. */
+    ck_assert(!json_parse_exact(&doc, b.data, b.len - 1, &err, &copy));
+    ck_assert_str_eq(err.what, "truncated JSON");
+    ck_assert_uint_eq(err.pos, b.len - 1);
+    free(copy);
+    ck_assert(json_parse_exact(&doc, "{}", 2, &err, &copy));
+    ck_assert_int_eq(doc.ntok, 1);
+    ck_assert_int_eq(doc.toks[0].end, 2);
+    free(copy);
+    buf_free(&b);
+    json_doc_free(&doc);
+}
+END_TEST
+
+typedef struct JsonCase {
+    const char *js;
+    int ntok;         /* accepted: number of tokens; refused: -1 */
+    const char *what; /* refused: the description */
+    size_t pos;       /* refused: the position */
+} JsonCase;
+
+static const JsonCase json_cases[] = {
+    /* Accepted. */
+    {"{}", 1, NULL, 0},
+    {" \t\r\n{ \t\r\n} \t\r\n", 1, NULL, 0},
+    {"{\"a\":{}}", 3, NULL, 0},
+    {"{\"a\":[]}", 3, NULL, 0},
+    {"{\"a\":[{},[],\"\",0]}", 7, NULL, 0},
+    {"{\"a\":-0,\"b\":1e5,\"c\":1.5E-3,\"d\":-1.25e+10,\"e\":0.0,\"f\":10}", 13, NULL, 0},
+    {"{\"a\":true,\"b\":false,\"c\":null}", 7, NULL, 0},
+    {"{\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\":\"\"}", 3, NULL, 0},
+    {"{\"a\":\"raw \x01\x1f\x7f\xc3\xa9 bytes\"}", 3, NULL, 0},
+    /* Numbers. */
+    {"{\"a\":00}", -1, "invalid JSON literal", 5},
+    {"{\"a\":-01}", -1, "invalid JSON literal", 5},
+    {"{\"a\":1.}", -1, "invalid JSON literal", 5},
+    {"{\"a\":1e+}", -1, "invalid JSON literal", 5},
+    {"{\"a\":.5}", -1, "invalid JSON", 5},
+    {"{\"a\":+1}", -1, "invalid JSON", 5},
+    {"{\"a\":1x}", -1, "invalid JSON literal", 5},
+    /* Literals. */
+    {"{\"a\":tru}", -1, "invalid JSON literal", 5},
+    {"{\"a\":truex}", -1, "invalid JSON literal", 5},
+    {"{\"a\":nul}", -1, "invalid JSON literal", 5},
+    {"{\"a\":True}", -1, "invalid JSON", 5},
+    {"{\"a\":tru", -1, "truncated JSON", 5},
+    /* Separators. */
+    {"{\"a\":1,}", -1, "invalid JSON", 7},
+    {"{\"a\":[1,2,]}", -1, "invalid JSON", 10},
+    {"{\"a\":[,1]}", -1, "invalid JSON", 6},
+    {"{,\"a\":1}", -1, "invalid JSON", 1},
+    {"{\"a\":1,,\"b\":2}", -1, "invalid JSON", 7},
+    {"{\"a\" 1}", -1, "invalid JSON", 5},
+    {"{\"a\"::1}", -1, "invalid JSON", 5},
+    {"{\"a\":1 \"b\":2}", -1, "invalid JSON", 7},
+    {"{\"a\":}", -1, "invalid JSON", 5},
+    {"{\"a\":[1}", -1, "invalid JSON", 7},
+    {"{\"a\":1]", -1, "invalid JSON", 6},
+    {"{[]:1}", -1, "invalid JSON", 1},
+    /* One top-level object. */
+    {"", -1, "expected a JSON object", 0},
+    {" \n", -1, "expected a JSON object", 0},
+    {" [1]", -1, "expected a JSON object", 1},
+    {"{}{}", -1, "unexpected data after the object", 2},
+    {"{\"a\":1} [2]", -1, "unexpected data after the object", 8},
+    {"{} \"x\"", -1, "unexpected data after the object", 3},
+    {"{}}", -1, "invalid JSON", 2},
+    {"{} ,", -1, "unexpected data after the object", 3},
+    /* Strings. */
+    {"{\"a\":\"bc", -1, "truncated JSON", 5},
+    {"{\"a\":\"b\\\"}", -1, "truncated JSON", 5},
+    {"{\"a\":\"\\u12", -1, "truncated JSON", 5},
+    {"{\"a", -1, "truncated JSON", 1},
+    {"{\"a\":\"\\x\"}", -1, "invalid escape in string", 6},
+    {"{\"a\":\"\\u12G4\"}", -1, "invalid escape in string", 6},
+    {"{\"a\":\"\\u12\"}", -1, "invalid escape in string", 6},
+    /* Truncated structure. */
+    {"{", -1, "truncated JSON", 1},
+    {"{\"a\":[1,", -1, "truncated JSON", 8},
+    {"{\"a\":", -1, "truncated JSON", 5},
+};
+
+START_TEST(test_json_cases)
+{
+    const JsonCase *tc = &json_cases[_i];
+    JsonDoc doc;
+    JsonError err = {0, NULL};
+    char *copy;
+    bool ok;
+
+    json_doc_init(&doc);
+    ok = json_parse_exact(&doc, tc->js, strlen(tc->js), &err, &copy);
+    if (tc->ntok >= 0) {
+        ck_assert_msg(ok, "case %d refused: %s at %zu", _i, err.what, err.pos);
+        ck_assert_int_eq(doc.ntok, tc->ntok);
+        ck_assert_int_eq(doc.toks[0].type, JSMN_OBJECT);
+        ck_assert_int_eq(json_skip(&doc, 0), doc.ntok);
+    } else {
+        ck_assert_msg(!ok, "case %d accepted: %s", _i, tc->js);
+        ck_assert_str_eq(err.what, tc->what);
+        ck_assert_uint_eq(err.pos, tc->pos);
+    }
+    free(copy);
+    json_doc_free(&doc);
+}
+END_TEST
+
+/* A NUL byte ends the text (as it ended jsmn's): refused wherever it is. */
+START_TEST(test_json_nul)
+{
+    static const struct {
+        const char *js;
+        size_t len;
+        size_t pos;
+    } cases[] = {
+        {"{\"a\":\"x\0y\"}", 11, 7}, /* inside a string */
+        {"{\"a\":1}\0", 8, 7},       /* after the object */
+        {"{\"a\":1\0}", 8, 6},       /* after a number */
+        {"\0{}", 3, 0},
+    };
+    JsonDoc doc;
+    JsonError err;
+    char *copy;
+
+    json_doc_init(&doc);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_msg(!json_parse_exact(&doc, cases[i].js, cases[i].len, &err, &copy),
+                      "case %zu accepted", i);
+        ck_assert_str_eq(err.what, i == 3 ? "expected a JSON object" : "invalid JSON");
+        ck_assert_uint_eq(err.pos, cases[i].pos);
+        free(copy);
+    }
+    json_doc_free(&doc);
+}
+END_TEST
+
+/* Whitespace everywhere JSON allows it, through the whole decoder. */
+START_TEST(test_json_whitespace)
+{
+    Change ch;
+    PfError err;
+
+    ck_assert_msg(decode_str(" \t{ \"action\" :\n\"I\" ,\r\n\"lsn\" : \"0/1\" , \"table\" : \"t\" ,"
+                             " \"columns\" : [ { \"name\" : \"id\" , \"type\" : \"integer\" ,"
+                             " \"value\" : -0 } , { \"name\" : \"x\" , \"value\" : 1.5E-3 } ] ,"
+                             " \"pk\" : [ ] }\n",
+                             &ch, &err),
+                  "%s", err.msg);
+    ck_assert_int_eq(ch.kind, CHANGE_INSERT);
+    ck_assert_uint_eq(ch.n_new, 2);
+    assert_str(ch.new_cols[0].value.text, "-0");
+    assert_str(ch.new_cols[1].value.text, "1.5E-3");
+    ck_assert_uint_eq(ch.n_pk, 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * change.c helpers
  * ------------------------------------------------------------------------ */
 
@@ -929,6 +1197,15 @@ static Suite *decoder_suite(void)
     tcase_add_test(tc, test_many_columns);
     tcase_add_test(tc, test_ignored_nested);
     tcase_add_test(tc, test_garbage_after_len);
+    tcase_add_test(tc, test_json_whitespace);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("json");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_json_token_layout);
+    tcase_add_test(tc, test_json_deep_nesting);
+    tcase_add_loop_test(tc, test_json_cases, 0, (int)(sizeof json_cases / sizeof json_cases[0]));
+    tcase_add_test(tc, test_json_nul);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
