@@ -5,12 +5,13 @@ the whole request), then per-item execution with item errors.
 """
 
 import json
+import re
 import time
 
-from es_mapping import DocFail, check_document
-from es_index import new_doc_id
-from es_util import (EsError, dumps, illegal_argument, loads, loads_plain, validation_failed,
-                     DuplicateKey)
+from es_mapping import DocFail, check_document, fast_check, learn_text_shape
+from es_index import mono_ms, new_doc_id
+from es_util import (EsError, LazyList, TextList, dumps, illegal_argument, loads, loads_plain,
+                     validation_failed, DuplicateKey, MISSING)
 
 MATCH_ANY = -3
 MATCH_DELETED = -4
@@ -132,33 +133,85 @@ def _action_line(text, line):
     return action, meta
 
 
+# The action line pgfan sends, {"index"|"delete":{"_index","_id","version",
+# "version_type"}} with plain strings (no escapes), an external version below
+# 10^18 and an _id of at most 128 characters (so at most 512 bytes): it means
+# exactly what _action_line + _parse_meta make of it, and such an op can
+# fail none of _validate's checks. Any other line takes the general path.
+_ACTION_META = (r':\{"_index":"([^"\\\x00-\x1f]*)","_id":"([^"\\\x00-\x1f]{1,128})",'
+                r'"version":(0|[1-9][0-9]{0,17}),"version_type":"(external|external_gt|external_gte)"'
+                r'\}\}\n')
+# an index action line and its source line; a delete action line
+_fast_index = re.compile(r'\{"index"' + _ACTION_META + r'([^\n]*)\n').match
+_fast_delete = re.compile(r'\{"delete"' + _ACTION_META).match
+_BLANK = " \t\n\r\x0b\x0c"  # what bytes.strip() strips
+
+
+def _op(action, line, index, doc_id, version, version_type, source_line=None):
+    op = Op(action, line)
+    op.index = index
+    op.id = doc_id
+    op.version = version
+    op.version_type = version_type
+    op.source_line = source_line
+    return op
+
+
 def parse_bulk(body, default_index):
     """Ops of an NDJSON body, plus deprecation warnings. Raises EsError
-    (whole request) like BulkRequestParser + BulkRequest.validate()."""
+    (whole request) like BulkRequestParser + BulkRequest.validate(). An index
+    op of a _fast_index pair is a FastOp tuple (index, _id, version,
+    version_type, source text) rather than an Op (BulkExecutor)."""
     if body and not body.endswith(b"\n"):
         raise illegal_argument("The bulk request must be terminated by a newline [\\n]")
-    lines = body.split(b"\n")[:-1] if body else []
-    ops, warnings = [], []
-    i, line_no, n = 0, 0, len(lines)
-    while i < n:
-        raw = lines[i]
-        i += 1
+    try:
+        # valid UTF-8 as a whole: its lines are too, and decode alike
+        text = body.decode("utf-8")
+        nl, cr, blank = "\n", "\r", _BLANK
+        fast = cr not in text  # the fast patterns know nothing of "\r\n"
+    except UnicodeDecodeError:
+        text, nl, cr, blank, fast = body, b"\n", b"\r", _BLANK.encode(), False
+    ops, warnings, checked = [], [], []
+    pos, line_no, n = 0, 0, len(text)
+    while pos < n:
+        if fast:
+            m = _fast_index(text, pos)
+            if m is not None:
+                index, doc_id, version, vt, src = m.groups()
+                ops.append((index, doc_id, int(version),
+                            "external" if vt == "external_gt" else vt, src))
+                pos = m.end()
+                line_no += 2
+                continue
+            m = _fast_delete(text, pos)
+            if m is not None:
+                index, doc_id, version, vt = m.groups()
+                ops.append(_op("delete", line_no + 1, index, doc_id, int(version),
+                               "external" if vt == "external_gt" else vt))
+                pos = m.end()
+                line_no += 1
+                continue
+        end = text.index(nl, pos)
+        raw = text[pos:end]
+        pos = end + 1
         line_no += 1
-        if raw.endswith(b"\r"):
+        if raw.endswith(cr):
             raw = raw[:-1]
-        if not raw.strip():
+        if not raw.strip(blank):
             continue
         action, meta = _action_line(raw, line_no)
         op = _parse_meta(action, meta, line_no, default_index)
         if action == "delete":
             ops.append(op)
+            checked.append(op)
             continue
-        if i >= n:
+        if pos >= n:
             break  # an action without its source line is dropped, as ES does
-        src = lines[i]
-        i += 1
+        end = text.index(nl, pos)
+        src = text[pos:end]
+        pos = end + 1
         line_no += 1
-        if src.endswith(b"\r"):
+        if src.endswith(cr):
             src = src[:-1]
         if action not in ("index", "create", "update"):
             warnings.append("Unsupported action: [%s]. Supported values are [create], [delete], "
@@ -178,7 +231,9 @@ def parse_bulk(body, default_index):
                                        % op.op_type)
             op.source_line = src
         ops.append(op)
-    problems = _validate(ops)
+        checked.append(op)
+    # ops of the fast patterns pass every check: only the others are looked at
+    problems = _validate(checked) if checked or not ops else []
     if problems:
         raise validation_failed(problems)
     return ops, warnings
@@ -346,22 +401,45 @@ def parse_source(line):
 def _preparse_sources(ops):
     """Parses every index/create source of a bulk with one scanner call (a
     JSON array of the lines): per-call overhead dominates on small documents.
-    Any surprise (a malformed line, a line holding several values, something
-    that is not an object) leaves op.parsed unset so that parse_source reports
-    that line exactly as it does alone."""
+    Objects are built without duplicate-key detection (loads_plain): a
+    document is only used as parsed here once no_duplicate_keys proved it has
+    none, else parse_source parses it again. Any surprise (a malformed line,
+    a line holding several values, something that is not an object) leaves
+    op.parsed unset so that parse_source reports that line exactly as it does
+    alone."""
     todo = [op for op in ops if op.source_line is not None]
-    if not todo:
-        return
-    texts = [op.source_line.decode("utf-8", errors="replace") for op in todo]
+    values = _parse_all([op.source_line for op in todo])
+    if values is not None:
+        for op, parsed in zip(todo, values):
+            op.parsed = parsed
+
+
+def _parse_all(lines):
+    """[(text, dict) or None] of source lines parsed at once, or None."""
+    if not lines:
+        return None
+    texts = [line if line.__class__ is str else line.decode("utf-8", errors="replace")
+             for line in lines]
     try:
-        values = loads("[" + ",".join(texts) + "]")
+        values = loads_plain("[" + ",".join(texts) + "]")
     except ValueError:
-        return
-    if len(values) != len(todo):
-        return
-    for op, text, value in zip(todo, texts, values):
-        if value.__class__ is dict:
-            op.parsed = (text, value)
+        return None
+    if len(values) != len(texts):
+        return None
+    return [(text, value) if value.__class__ is dict else None
+            for text, value in zip(texts, values)]
+
+
+def no_duplicate_keys(text, pairs):
+    """Whether the JSON text of a document whose objects hold pairs key/value
+    pairs in all (as parsed, duplicates collapsed) has no duplicate key. True
+    only when provable by counting: without a backslash every '"' delimits a
+    string, without a '"' followed by whitespace every key is followed by
+    '":', so text.count('":') >= the number of keys written >= pairs, equal
+    only when no key repeats. False means "unknown": parse again with loads."""
+    # one-character searches are memchr-fast; a line has no "\n"
+    return (text.count('":') == pairs and "\\" not in text and "\t" not in text
+            and "\r" not in text and (" " not in text or '" ' not in text))
 
 
 def deep_merge(base, changes):
@@ -375,23 +453,56 @@ def deep_merge(base, changes):
     return out
 
 
+# es_server.py --lean: each index checks the first LEAN_CHECKED documents of
+# fast path ops (and then one in LEAN_SAMPLE) as usual; it stores the others
+# unchecked (README.md, "Lean mode").
+LEAN_CHECKED = 1000
+LEAN_SAMPLE = 64
+
+
 class BulkExecutor:
     """Runs parsed ops against a cluster (caller holds the cluster lock).
-    resolve(op) -> Index (may auto-create) or raises EsError for the item;
-    item_fault(op) -> EsError or None (test fault injection)."""
+    resolve(name, op) -> Index (may auto-create) or raises EsError for the
+    item; item_fault(op) -> EsError or None (test fault injection), or None
+    when no item fault is set; lean: es_server.py --lean. After run(),
+    statuses counts the items by status and unchecked the documents that
+    lean mode stored unchecked."""
 
-    def __init__(self, resolve, item_fault, forced_refresh):
+    def __init__(self, resolve, item_fault, forced_refresh, lean=False):
         self.resolve = resolve
         self.item_fault = item_fault
         self.forced_refresh = forced_refresh
+        self.lean = lean
+        self.unchecked = 0
         self.touched = {}
         self.target = None
+        self.statuses = {}
+        self.indices = {}  # name in the action line -> Index (fast path)
+        self.parsed = {}  # position of a FastOp -> (text, dict) (fast path)
+        self.misses = 0  # fast path documents that matched no text shape
 
     def run(self, ops):
-        _preparse_sources(ops)
-        items = []
+        """(items, errors): items is a BulkItems."""
+        items = BulkItems()
+        items.forced = self.forced_refresh
+        if self.item_fault is not None:  # faults apply per op: no fast path
+            ops = [_as_op(op, None) if op.__class__ is tuple else op for op in ops]
+            _preparse_sources(ops)
         errors = False
-        for op in ops:
+        statuses = self.statuses
+        self.ops = ops
+        self.now = mono_ms()
+        append = items.append
+        fast = created = 0
+        for i, op in enumerate(ops):
+            if op.__class__ is tuple:
+                item = self._index_fast(op, i)
+                if item is not None:
+                    append(item)
+                    fast += 1
+                    created += item[4]
+                    continue
+                op = _as_op(op, self.parsed.get(i))
             self.target = None
             try:
                 item, status = self._one(op)
@@ -400,12 +511,79 @@ class BulkExecutor:
                 item = {"_index": self.target.name if self.target is not None else op.index,
                         "_id": op.id, "status": e.status, "error": e.inner()}
                 errors = True
-            items.append({op.action if op.action != "index" or op.op_type != "create"
-                          else "create": item})
+            statuses[item["status"]] = statuses.get(item["status"], 0) + 1
+            append({op.action if op.action != "index" or op.op_type != "create"
+                    else "create": item})
+        for status, n in ((201, created), (200, fast - created)):
+            if n:
+                statuses[status] = statuses.get(status, 0) + n
         return items, errors
 
+    def _index_fast(self, op, i):
+        """_one for the common case, a FastOp (an index op of a _fast_index
+        pair) without item faults: the BulkItems tuple of a document that
+        matches a text shape of the mapping, or else is parsed and accepted
+        by fast_check, and that is written; else None and the general path
+        runs the op (and reports its errors, version conflicts included)."""
+        name, doc_id, version, version_type, text = op
+        index = self.indices.get(name)
+        if index is None:
+            try:
+                index = self.resolve(name, None)
+            except EsError:
+                return None
+            self.indices[name] = index
+            self.touched[index.name] = index
+        if self.lean and self._unchecked(index):
+            pass
+        else:
+            for match in index.mapping.text_shapes:
+                if match(text) is not None:
+                    break
+            else:
+                if not self._fast_parsed(index, text, i):
+                    return None
+        written = index.write_external(doc_id, text, version, version_type, self.now)
+        if written is None:
+            return None
+        return (index, doc_id, written[0], written[1], written[2])
+
+    def _unchecked(self, index):
+        """Whether lean mode stores this fast path document unchecked."""
+        n = index.lean_docs = index.lean_docs + 1
+        if n <= LEAN_CHECKED or n % LEAN_SAMPLE == 0:
+            return False
+        self.unchecked += 1
+        return True
+
+    def _fast_parsed(self, index, text, i):
+        """Whether a FastOp's source (which matched no text shape) parses and
+        passes fast_check; learns its text shape. Sources are parsed one by
+        one, and all the bulk's remaining ones at once after 16 misses."""
+        self.misses += 1
+        parsed = self.parsed
+        if self.misses == 16:
+            rest = [j for j in range(i, len(self.ops)) if self.ops[j].__class__ is tuple]
+            values = _parse_all([self.ops[j][4] for j in rest])
+            if values is not None:
+                parsed.update((j, v) for j, v in zip(rest, values) if v is not None)
+        if i not in parsed:
+            try:
+                source = loads_plain(text)
+            except ValueError:
+                return False
+            if source.__class__ is not dict:
+                return False
+            parsed[i] = (text, source)
+        source = parsed[i][1]
+        pairs = fast_check(index.mapping, source)
+        if not pairs or not no_duplicate_keys(text, pairs):
+            return False
+        learn_text_shape(index.mapping, source)
+        return True
+
     def _one(self, op):
-        fault = self.item_fault(op)
+        fault = self.item_fault(op) if self.item_fault is not None else None
         if fault is not None:
             raise fault
         index = self.resolve(op.index, op)
@@ -437,11 +615,16 @@ class BulkExecutor:
             raise err
 
     def _index(self, index, op):
-        if op.parsed is not None:
-            text, source = op.parsed
+        parsed = op.parsed
+        if parsed is not None:
+            text, source = parsed
+            pairs = fast_check(index.mapping, source)
+            if not pairs or not no_duplicate_keys(text, pairs):
+                text, source = parse_source(op.source_line)
+                self._checked(index, op, text, source)
         else:
             text, source = parse_source(op.source_line)
-        self._checked(index, op, text, source)
+            self._checked(index, op, text, source)
         doc, created = index.write(op.id, text, op)
         return (self._result(index, op, doc.version, doc.seq_no,
                              "created" if created else "updated"), 201 if created else 200)
@@ -484,6 +667,86 @@ class BulkExecutor:
                              "created" if created else "updated"), 201 if created else 200)
 
 
-def bulk_response(items, errors, started):
-    return {"errors": errors, "took": int((time.monotonic() - started) * 1000), "items": items}
+def _as_op(fast_op, parsed):
+    """The Op of a FastOp, for the general path."""
+    name, doc_id, version, version_type, text = fast_op
+    op = _op("index", 0, name, doc_id, version, version_type, text)
+    op.parsed = parsed
+    return op
+
+
+# Keys of a fast path item whose values differ from item to item.
+_UNIQUE_KEYS = {"_id", "_version", "_seq_no"}
+
+
+class BulkItems(LazyList):
+    """The items of a bulk answer: dicts, and for documents written by the
+    fast path (index, _id, version, seq_no, created) tuples, which
+    materialize() turns into the same dicts. Under a filter_path that keeps
+    none of _UNIQUE_KEYS (pgfan's errors,items.*.status,items.*.error) the
+    filtered item of such a tuple depends on its index and created only, so
+    it is computed once per pair instead of once per item."""
+
+    forced = False
+
+    def _item(self, t):
+        index, doc_id, version, seq_no, created = t
+        item = {"_index": index.name, "_id": doc_id, "_version": version,
+                "result": "created" if created else "updated"}
+        if self.forced:
+            item["forced_refresh"] = True
+        item["_shards"] = index.shards_info()
+        item["_seq_no"] = seq_no
+        item["_primary_term"] = 1
+        item["status"] = 201 if created else 200
+        return {"index": item}
+
+    def materialize(self):
+        return [self._item(v) if v.__class__ is tuple else v for v in self]
+
+    def include(self, node, include):
+        """What _include makes of the list: a TextList (its JSON text is
+        joined from each distinct filtered item's text)."""
+        out, texts = [], []
+        cache = {}  # (index name, created) -> (filtered item, its text)
+        shared = None  # whether filtered fast items can be shared (known at the first)
+        for v in self:
+            if v.__class__ is tuple:
+                key = (v[0].name, v[4])
+                hit = cache.get(key)
+                if hit is None:
+                    item = self._item(v)
+                    r = include(item, node)
+                    hit = (r, dumps(r) if r is not MISSING else None)
+                    if shared is None:
+                        shared = _unique_free(node, item)
+                    if shared:
+                        cache[key] = hit
+                r, text = hit
+            else:
+                r = include(v, node)
+                text = dumps(r) if r is not MISSING else None
+            if r is not MISSING:
+                out.append(r)
+                texts.append(text)
+        return TextList(out, "[" + ",".join(texts) + "]") if out else MISSING
+
+
+def _unique_free(node, item):
+    """Whether the filter_path node keeps no value of _UNIQUE_KEYS of item
+    (a fast path item {action: {...}}) nor the inner object whole."""
+    for action, nxt, full, deep_leaf in node.plan(tuple(item)):
+        inner = item[action]
+        if full or deep_leaf:
+            return False
+        for key, _, _, _ in nxt.plan(tuple(inner)):
+            if key in _UNIQUE_KEYS:
+                return False
+    return True
+
+
+def bulk_response(items, errors, started, lazy=False):
+    """The bulk answer; lazy: items stay a BulkItems (filter_path applies)."""
+    return {"errors": errors, "took": int((time.monotonic() - started) * 1000),
+            "items": items if lazy else items.materialize()}
 

@@ -26,8 +26,9 @@ def _resource_not_found(reason):
 
 
 class Cluster:
-    def __init__(self):
+    def __init__(self, lean=False):
         self.lock = threading.RLock()
+        self.lean = lean  # es_server.py --lean (see es_bulk.LEAN_CHECKED)
         self.reset()
 
     def reset(self):
@@ -285,18 +286,20 @@ class Cluster:
 
     # --- documents ---------------------------------------------------------------------------------
 
-    def bulk(self, body, default_index, refresh, item_fault):
+    def bulk(self, body, default_index, refresh, item_fault, lazy=False):
         started = time.monotonic()
-        ops, warnings = parse_bulk(body, default_index)
+        # parsing under the lock too: Python runs one thread at a time anyway,
+        # and bulks waiting here sleep instead of contending for the GIL
         with self.lock:
-            ex = BulkExecutor(self._resolve_write, item_fault, refresh == "true")
+            ops, warnings = parse_bulk(body, default_index)
+            ex = BulkExecutor(self._resolve_write, item_fault, refresh == "true", self.lean)
             items, errors = ex.run(ops)
             for ix in ex.touched.values():
                 if refresh in ("true", "wait_for"):
                     ix.refresh()
                 else:
                     ix.scheduled_refresh()
-        return bulk_response(items, errors, started), warnings
+        return bulk_response(items, errors, started, lazy), warnings, ex
 
     def get_doc(self, expr, doc_id, source=True):
         with self.lock:

@@ -89,6 +89,10 @@ class Faults:
                     return dict(f)
         return None
 
+    def has_item_faults(self):
+        with self.lock:
+            return any(f["type"] == "item_status" for f in self.faults)
+
     def item_fault(self, op):
         """The error a bulk item gets from an item_status fault, or None."""
         with self.lock:
@@ -134,6 +138,7 @@ class Stats:
             self.max_bulk_bytes = 0
             self.max_bulk_bytes_decoded = 0
             self.max_bulk_items = 0
+            self.unchecked = 0
 
     def connection(self):
         with self.lock:
@@ -154,15 +159,15 @@ class Stats:
             self.max_bulk_bytes = max(self.max_bulk_bytes, wire)
             self.max_bulk_bytes_decoded = max(self.max_bulk_bytes_decoded, decoded)
 
-    def bulk_items(self, items):
-        counts = {}
-        for item in items:
-            st = str(next(iter(item.values()))["status"])
-            counts[st] = counts.get(st, 0) + 1
+    def bulk_items(self, statuses, n, unchecked=0):
+        """statuses: {status (int): items}; n: items in the bulk; unchecked:
+        documents stored unchecked (--lean)."""
         with self.lock:
-            for st, n in counts.items():
-                self.items[st] = self.items.get(st, 0) + n
-            self.max_bulk_items = max(self.max_bulk_items, len(items))
+            self.unchecked += unchecked
+            for status, count in statuses.items():
+                st = str(status)
+                self.items[st] = self.items.get(st, 0) + count
+            self.max_bulk_items = max(self.max_bulk_items, n)
 
     def snapshot(self):
         with self.lock:
@@ -171,4 +176,5 @@ class Stats:
                     "gzip_requests": self.gzip_requests,
                     "max_bulk_body_bytes": self.max_bulk_bytes,
                     "max_bulk_body_bytes_decoded": self.max_bulk_bytes_decoded,
-                    "max_items_per_bulk": self.max_bulk_items}
+                    "max_items_per_bulk": self.max_bulk_items,
+                    "unchecked_documents": self.unchecked}

@@ -13,7 +13,8 @@ import decimal
 import ipaddress
 import re
 
-from es_dates import DEFAULT_FORMAT, DateParseError, compile_format, compile_validator
+from es_dates import (DEFAULT_FORMAT, ISO_SURE_PATTERN, DateParseError, compile_format,
+                      compile_validator)
 from es_util import java_repr
 
 Decimal = decimal.Decimal
@@ -286,6 +287,71 @@ def checker_for(ftype, params):
     if ftype == "flattened":
         return check_flattened
     raise KeyError(ftype)
+
+
+# Digits of the integer part below which a value of each float type is finite
+# (10^digits <= its largest finite value).
+_FLOAT_DIGITS = {"double": 308, "scaled_float": 308, "float": 38, "half_float": 4}
+# Digits of an integer that always fits each integer type (10^digits - 1 <= max).
+_INT_DIGITS = {"long": 18, "integer": 9, "short": 4, "byte": 2}
+_ISO_FORMATS = ("strict_date_optional_time", "date_optional_time")
+_STRING_TEXT = r'"[^"\\\x00-\x1f]*"'
+
+
+def text_pattern(ftype, params):
+    """A regular expression of JSON value texts (no null, no array) that
+    checker_for(ftype, params) certainly accepts, or None: strings without
+    escapes for text types, integers short enough for the integer types,
+    plain decimals for the float types, ISO dates whose fields are in range
+    (es_dates._ISO_SURE) when the format has an ISO alternative. The bulk
+    fast path (es_mapping.text_shape) checks whole documents with it."""
+    if ftype in ("keyword", "text", "match_only_text", "wildcard", "constant_keyword",
+                 "search_as_you_type", "version"):
+        return _STRING_TEXT
+    if ftype in _INT_DIGITS:
+        return "-?(?:0|[1-9][0-9]{0,%d})" % (_INT_DIGITS[ftype] - 1)
+    if ftype == "unsigned_long":
+        return "(?:0|[1-9][0-9]{0,18})"
+    if ftype in _FLOAT_DIGITS:
+        return r"-?(?:0|[1-9][0-9]{0,%d})(?:\.[0-9]+)?" % (_FLOAT_DIGITS[ftype] - 1)
+    if ftype == "boolean":
+        return "(?:true|false)"
+    if ftype == "date":
+        fmt = params.get("format") or DEFAULT_FORMAT
+        if any(alt in _ISO_FORMATS for alt in fmt.split("||")):
+            return '"' + ISO_SURE_PATTERN + '"'
+    return None
+
+
+def inline_test(ftype, params):
+    """(template, constant) of a Python expression on a value {v} (never None,
+    never a list) that is true only when checker_for(ftype, params) accepts
+    the value; {c} names constant (a function or None). The bulk fast path
+    (es_mapping.fast_check) inlines it, so each template here must mirror
+    its checker above: when the expression is false or raises, the full
+    check runs and reports the error."""
+    if ftype in ("keyword", "text", "match_only_text", "wildcard", "constant_keyword",
+                 "search_as_you_type", "version"):
+        return "{v}.__class__ is not dict", None  # check_string
+    if ftype in ("long", "integer", "short", "byte"):
+        bits = {"long": 64, "integer": 32, "short": 16, "byte": 8}[ftype]
+        return ("{v}.__class__ is int and %d <= {v} <= %d"
+                % (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)), None
+    if ftype == "unsigned_long":
+        return "{v}.__class__ is int and 0 <= {v} <= %d" % _U64, None
+    if ftype in _FLOAT_MAX:
+        # |v| < 10^(k+1) <= the type's largest finite value: float(v) is finite
+        # (JSON has no NaN or Infinity; Decimal.adjusted() is the exponent of
+        # the leading digit)
+        k = _FLOAT_DIGITS[ftype] - 1
+        return ("(({v}.__class__ is Decimal and {v}.adjusted() <= %d) or "
+                "({v}.__class__ is int and -%d < {v} < %d))" % (k, 10 ** (k + 1), 10 ** (k + 1))), None
+    if ftype == "boolean":
+        return "({v} is True or {v} is False)", None
+    if ftype == "date":
+        return "{v}.__class__ is str and {c}({v})", compile_validator(params.get("format")
+                                                                     or DEFAULT_FORMAT)
+    return "{c}({v}) is None", checker_for(ftype, params)
 
 
 # Mapping parameters each field type accepts (FieldMapper.Builder parameters).

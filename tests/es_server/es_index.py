@@ -10,6 +10,7 @@ document's or tombstone's version. Times come from a monotonic clock.
 
 import base64
 import collections
+import operator
 import os
 import time
 import zlib
@@ -143,25 +144,37 @@ def new_doc_id():
     return base64.urlsafe_b64encode(os.urandom(15)).decode()
 
 
+_monotonic = time.monotonic
+
+
 def mono_ms():
-    return time.monotonic() * 1000.0
+    return _monotonic() * 1000.0
 
 
-class Doc:
-    """A stored document. Only the _source text is kept (memory: benchmarks
-    send millions of documents); searches and updates parse it again."""
+class Doc(tuple):
+    """A stored document: (version, seq_no, raw, shard), made with
+    new_doc(). Only the _source text is kept (memory: benchmarks send
+    millions of documents); searches and updates parse it again. A tuple
+    is made in C, without running an __init__ (the bulk hot path)."""
 
-    __slots__ = ("version", "seq_no", "raw", "shard")
-
-    def __init__(self, version, seq_no, raw, shard):
-        self.version = version
-        self.seq_no = seq_no
-        self.raw = raw
-        self.shard = shard
+    __slots__ = ()
+    version = property(operator.itemgetter(0))
+    seq_no = property(operator.itemgetter(1))
+    raw = property(operator.itemgetter(2))
+    shard = property(operator.itemgetter(3))
 
     @property
     def source(self):
-        return loads(self.raw)
+        try:
+            return loads(self[2])
+        except ValueError as e:  # only --lean stores documents unchecked
+            raise EsError(500, "exception", "a stored document is not JSON (%s): the server "
+                          "runs with --lean, which stores documents unchecked; run it without "
+                          "--lean to have such documents refused when indexed" % e)
+
+
+def new_doc(version, seq_no, raw, shard, _new=tuple.__new__):
+    return _new(Doc, (version, seq_no, raw, shard))
 
 
 class Tombstone:
@@ -196,6 +209,7 @@ class Index:
         self.shards = int(settings["index.number_of_shards"])
         self.seq = [-1] * self.shards
         self.last_tick = mono_ms()
+        self.lean_docs = 0  # fast path documents (es_bulk.BulkExecutor._unchecked)
         self.apply_dynamic_settings()
 
     def apply_dynamic_settings(self):
@@ -282,12 +296,38 @@ class Index:
             version = op.version
         else:
             version = 1 if current_version is None else current_version + 1
-        doc = Doc(version, self._next_seq(shard), raw, shard)
+        doc = new_doc(version, self._next_seq(shard), raw, shard)
         self.docs[doc_id] = doc
         if tomb is not None:
             del self.tombstones[doc_id]
         self.pending.append((now, doc_id, doc))
         return doc, cur is None
+
+    def write_external(self, doc_id, raw, version, version_type, now, _new=tuple.__new__):
+        """write() of an op without routing, compare-and-set or op_type create
+        and with an external version_type (the bulk fast path), at now
+        (mono_ms(); the bulk's start: a refresh sees the bulk whole or not at
+        all): (version, seq_no, created), or None when the version conflicts
+        (write() then raises the 409)."""
+        cur = self.docs.get(doc_id)
+        tomb = None
+        if cur is not None:
+            current = cur.version
+        else:
+            tomb = self.live_tombstone(doc_id, now) if self.tombstones else None
+            current = tomb.version if tomb is not None else None
+        if current is not None and (current > version or (current == version and
+                                                          version_type != "external_gte")):
+            return None
+        shard = 0 if self.shards == 1 else self.shard_of(doc_id)
+        seq = self.seq
+        seq_no = seq[shard] = seq[shard] + 1
+        doc = _new(Doc, (version, seq_no, raw, shard))
+        self.docs[doc_id] = doc
+        if tomb is not None:
+            del self.tombstones[doc_id]
+        self.pending.append((now, doc_id, doc))
+        return version, seq_no, cur is None
 
     def delete(self, doc_id, op):
         """Deletes (or records a tombstone for) a document. Returns

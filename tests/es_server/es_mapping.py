@@ -9,6 +9,7 @@ JSON against the compiled tree without re-reading any definition.
 
 import copy
 import decimal
+import functools
 import re
 
 import es_fields
@@ -72,7 +73,8 @@ class FieldMapper:
 
 
 class ObjectMapper:
-    __slots__ = ("name", "path", "kind", "props", "dynamic", "enabled", "extra", "is_object")
+    __slots__ = ("name", "path", "kind", "props", "dynamic", "enabled", "extra", "is_object",
+                 "shapes")
 
     def __init__(self, name, path, kind="object", dynamic=None, enabled=True, extra=None):
         self.name = name
@@ -83,6 +85,7 @@ class ObjectMapper:
         self.enabled = enabled
         self.extra = extra or {}
         self.is_object = True
+        self.shapes = {}  # fast_check: tuple of keys -> compiled test (or None)
 
     def to_json(self):
         d = {}
@@ -101,7 +104,7 @@ class ObjectMapper:
 class RootMapper(ObjectMapper):
     __slots__ = ("meta", "date_detection", "numeric_detection", "date_formats", "source",
                  "dynamic_templates", "runtime", "field_count", "total_fields_limit",
-                 "ignore_malformed_default", "explicit_dynamic")
+                 "ignore_malformed_default", "explicit_dynamic", "text_shapes", "text_tried")
 
     def __init__(self):
         super().__init__("_doc", "", "root", dynamic="true")
@@ -116,6 +119,8 @@ class RootMapper(ObjectMapper):
         self.total_fields_limit = 1000
         self.ignore_malformed_default = False
         self.explicit_dynamic = False
+        self.text_shapes = []  # fullmatch functions of text_shape regexes
+        self.text_tried = set()  # structures learn_text_shape has seen
 
     def to_json(self):
         d = {}
@@ -317,7 +322,147 @@ def check_document(root, source, doc_id):
         raise DocFail("illegal_argument_exception",
                       "Limit of total fields [%d] has been exceeded while adding new fields [%d]"
                       % (root.total_fields_limit, n), located=False)
+    for obj, _ in ctx.added:
+        obj.shapes.clear()  # a shape that lacked these fields can now be compiled
+    if ctx.added:
+        root.text_tried.clear()
     return bool(ctx.added)
+
+
+# --- fast path of the bulk API ------------------------------------------------------
+#
+# Documents of one index mostly have the same keys in the same order. For
+# each object mapper and tuple of keys, a test is compiled once (straight-line
+# Python, see es_fields.inline_test) that accepts a document only when every
+# key is already mapped and every value passes its field's check; it never
+# raises, adds mappings or reports errors: a document it does not accept goes
+# through check_document, which does all of that.
+
+_SHAPES_MAX = 64
+
+
+def fast_check(obj, value):
+    """The number of key/value pairs in value's objects (nested ones
+    included) when value (a dict) certainly passes check_document without
+    changing the mapping, else 0. obj is the RootMapper (or an object mapper)."""
+    keys = tuple(value)
+    test = obj.shapes.get(keys, _MISSING)
+    if test is _MISSING:
+        test = _compile_shape(obj, keys)
+        if len(obj.shapes) < _SHAPES_MAX:
+            obj.shapes[keys] = test
+    return test(value) if test is not None else 0
+
+
+_MISSING = object()
+
+
+def _compile_shape(obj, keys):
+    """A function dict -> int (see fast_check) for dicts with exactly these
+    keys in this order, or None when a key is not mapped or a mapper is of a
+    kind the fast path leaves to check_document."""
+    names = {"Decimal": Decimal, "_fast": fast_check}
+    lines = ["def test(d):", "    try:"]
+    if keys:
+        lines.append("        %s, = d.values()" % ", ".join("v%d" % i for i in range(len(keys))))
+    lines.append("        n = %d" % len(keys))
+    for i, key in enumerate(keys):
+        m = obj.props.get(key)
+        if m is None:
+            return None
+        v = "v%d" % i
+        lines.append("        if %s is not None:" % v)
+        if m.is_object:
+            if not m.enabled:
+                return None
+            names["o%d" % i] = m
+            lines.append("            if %s.__class__ is not dict: return 0" % v)
+            lines.append("            k = _fast(o%d, %s)" % (i, v))
+            lines.append("            if k == 0 and %s: return 0" % v)
+            lines.append("            n += k")
+            continue
+        tests = []
+        for j, fm in enumerate([m] + list(m.subfields.values())):
+            template, const = es_fields.inline_test(fm.type, fm.defn)
+            cname = "c%d_%d" % (i, j)
+            names[cname] = const
+            tests.append("(" + template.format(v=v, c=cname) + ")")
+        lines.append("            if %s.__class__ is list or not (%s): return 0"
+                     % (v, " and ".join(tests)))
+    lines += ["        return n", "    except Exception:", "        return 0"]
+    exec(_shape_code("\n".join(lines) + "\n"), names)
+    return names["test"]
+
+
+# The text of a document can be checked without parsing it. A text shape is a
+# regular expression of compact JSON documents with given keys in a given
+# order (nested objects included) whose values all have forms their field
+# certainly accepts (es_fields.text_pattern) or are null: a document that
+# matches it is valid JSON without duplicate keys and passes check_document
+# without changing the mapping. Shapes are learnt from documents (their key
+# order) and only cover mapped fields, so mappings growing never invalidate
+# one; a document that matches none goes through the parsing path.
+
+_TEXT_SHAPES_MAX = 8
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+
+
+def learn_text_shape(root, source):
+    """Adds the text shape of documents shaped like source (a parsed
+    document) to root.text_shapes when every field has a text form."""
+    sig = _structure(source)
+    if sig in root.text_tried or len(root.text_tried) >= 256:
+        return
+    root.text_tried.add(sig)
+    if len(root.text_shapes) >= _TEXT_SHAPES_MAX:
+        return
+    pattern = _object_text(root, source)
+    if pattern is not None:
+        root.text_shapes.append(_text_regex(pattern))
+
+
+@functools.lru_cache(maxsize=256)
+def _text_regex(pattern):
+    return re.compile(pattern).fullmatch
+
+
+def _structure(value):
+    return tuple((k, _structure(v) if v.__class__ is dict else v.__class__ is list)
+                 for k, v in value.items())
+
+
+def _object_text(obj, value):
+    parts = []
+    for key, v in value.items():
+        m = obj.props.get(key)
+        if m is None or _PLAIN_KEY.fullmatch(key) is None or v.__class__ is list:
+            return None
+        if m.is_object:
+            if not m.enabled:
+                return None
+            if v.__class__ is dict:
+                inner = _object_text(m, v)
+                if inner is None:
+                    return None
+                form = "(?:null|" + inner + ")"
+            elif v is None:
+                form = "null"
+            else:
+                return None
+        else:
+            forms = {es_fields.text_pattern(f.type, f.defn)
+                     for f in [m] + list(m.subfields.values())}
+            if len(forms) != 1 or None in forms:
+                return None
+            form = "(?:null|" + forms.pop() + ")"
+        parts.append(re.escape('"' + key + '":') + form)
+    return r"\{" + ",".join(parts) + r"\}"
+
+
+@functools.lru_cache(maxsize=256)
+def _shape_code(source):
+    """Indices created from one template share their shapes' code."""
+    return compile(source, "<es_mapping shape>", "exec")
 
 
 def _parse_object(obj, value, inherited, ctx):

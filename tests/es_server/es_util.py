@@ -99,7 +99,10 @@ def dumps(obj):
             raise TypeError("not JSON serializable: %r" % type(o))
         return "\0R%d\0" % (len(raws) - 1)
 
-    text = json.dumps(obj, default=default, separators=(",", ":"), ensure_ascii=False)
+    # answers are trees built here (no cycles): the circular check would
+    # cost a dict insert and delete per container
+    text = json.dumps(obj, default=default, separators=(",", ":"), ensure_ascii=False,
+                      check_circular=False)
     if raws:
         text = _PLACEHOLDER.sub(lambda m: raws[int(m.group(1))], text)
     return text
@@ -147,7 +150,8 @@ _plain_scan = json.scanner.make_scanner(json.JSONDecoder(parse_float=decimal.Dec
 
 
 def loads_plain(text):
-    """loads without duplicate-key detection (bulk action lines, hot path)."""
+    """loads without duplicate-key detection, objects built in C (bulk action
+    lines; bulk sources, whose keys es_bulk.no_duplicate_keys counts)."""
     return _loads(text, _plain_scan)
 
 
@@ -196,18 +200,35 @@ def java_repr(v):
 # --- filter_path -----------------------------------------------------------
 
 _MISSING = object()
+MISSING = _MISSING  # what _include makes of a value nothing of which is kept
 
 
 class _Patterns:
     """A set of filter_path patterns (tuples of name parts) with a per-key
-    cache of what is left after a key: a bulk response repeats the same few
-    keys thousands of times."""
+    cache of what is left after a key and a per-object-shape cache of the
+    keys that match at all: a bulk response repeats the same few objects
+    (items with the same keys) thousands of times."""
 
-    __slots__ = ("patterns", "cache")
+    __slots__ = ("patterns", "cache", "plans")
 
     def __init__(self, patterns):
         self.patterns = patterns
         self.cache = {}
+        self.plans = {}
+
+    def plan(self, keys):
+        """[(key, next node, full, deep_leaf)] of the keys (a tuple) that
+        match, in order."""
+        hit = self.plans.get(keys)
+        if hit is None:
+            hit = []
+            for k in keys:
+                nxt, full, deep_leaf = self.advance(k)
+                if nxt is not None:
+                    hit.append((k, nxt, full, deep_leaf))
+            if len(self.plans) < 1024:
+                self.plans[keys] = hit
+        return hit
 
     def advance(self, key):
         hit = self.cache.get(key)
@@ -256,7 +277,36 @@ def _seg_match(seg, key):
     return seg == key
 
 
+class LazyList(list):
+    """A list some of whose elements stand for JSON values built on demand
+    (the bulk items of the fast path): materialize() is the plain list,
+    include(node, _include) what _include makes of it."""
+
+    def materialize(self):
+        raise NotImplementedError
+
+    def include(self, node, include):
+        return include(self.materialize(), node)
+
+
+class TextList(LazyList):
+    """A filtered list whose JSON text is known (text): apply_filter_path
+    answers Raw(text) for it, unless an exclude pattern materialized it."""
+
+    def __init__(self, values, text):
+        super().__init__(values)
+        self.text = text
+
+    def materialize(self):
+        return list(self)
+
+    def include(self, node, include):
+        return include(list(self), node)
+
+
 def _include(value, node):
+    if isinstance(value, LazyList):
+        return value.include(node, _include)
     if value.__class__ is list:
         items = []
         for v in value:
@@ -268,10 +318,8 @@ def _include(value, node):
     if value.__class__ is not dict:
         return _MISSING
     out = {}
-    for k, v in value.items():
-        nxt, full, deep_leaf = node.advance(k)
-        if nxt is None:
-            continue
+    for k, nxt, full, deep_leaf in node.plan(tuple(value)):
+        v = value[k]
         if full or (deep_leaf and not isinstance(v, (dict, list))):
             out[k] = v
             continue
@@ -282,6 +330,8 @@ def _include(value, node):
 
 
 def _exclude(value, node):
+    if isinstance(value, LazyList):
+        value = value.materialize()
     if isinstance(value, list):
         return [_exclude(v, node) for v in value]
     if not isinstance(value, dict):
@@ -306,6 +356,12 @@ def apply_filter_path(obj, spec):
             obj = {}
     if excludes is not None:
         obj = _exclude(obj, excludes)
+    if obj.__class__ is dict:  # lazy lists only stand at the top (bulk items)
+        for k, v in obj.items():
+            if v.__class__ is TextList:
+                obj[k] = Raw(v.text)
+            elif isinstance(v, LazyList):
+                obj[k] = v.materialize()
     return obj
 
 

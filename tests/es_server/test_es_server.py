@@ -13,6 +13,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -861,6 +862,196 @@ class TestSearch(EsTestCase):
         self.assertEqual(body["error"]["type"], "index_not_found_exception")
         st, body, _, _ = self.c.req("GET", "/orders-2024.05.02/_doc/nope")
         self.assertEqual((st, body["found"]), (404, False))
+
+
+def compact(*objs):
+    """NDJSON as pgfan writes it (no spaces): the bulk fast path's input."""
+    return "".join(json.dumps(o, separators=(",", ":"), ensure_ascii=False) + "\n"
+                   for o in objs)
+
+
+def fast_action(index, doc_id, version, action="index"):
+    return {action: {"_index": index, "_id": doc_id, "version": version,
+                     "version_type": "external"}}
+
+
+def order_doc(i, **over):
+    d = {"order_id": str(i), "status": "paid", "amount": 12.5, "created_at":
+         "2024-05-%02dT10:00:00.123456Z" % (1 + i % 28), "lsn": 1000 + i, "qty": i % 7,
+         "deleted": False, "note": "n", "customer": {"name": "c%d" % i}}
+    d.update(over)
+    return d
+
+
+def _normalized_items(body):
+    """Items without what differs between a compact and a spaced bulk: index
+    names and uuids, and the [1:column] of document errors."""
+    text = json.dumps(body["items"])
+    text = re.sub(r'"(_index|index|index_uuid)": "[^"]*"', r'"\1": "X"', text)
+    return json.loads(re.sub(r"\[1:[0-9]+\] ", "[1:N] ", text))
+
+
+class TestBulkFastPath(EsTestCase):
+    """pgfan's compact bulks take a fast path (es_bulk.parse_bulk's patterns,
+    text shapes of the mapping, BulkItems): it must answer exactly what the
+    general path answers for the same bulk written with spaces."""
+
+    def setUp(self):
+        super().setUp()
+        self.orders_template()
+
+    def _both(self, lines, path="/_bulk"):
+        """(fast answer, general answer) of lines sent compact to orders-f-*
+        and spaced to orders-g-*, items normalized."""
+        def rename(prefix):
+            out = []
+            for o in lines:
+                o = json.loads(json.dumps(o))
+                for meta in o.values():
+                    if isinstance(meta, dict) and "_index" in meta:
+                        meta["_index"] = meta["_index"].replace("orders-", prefix)
+                out.append(o)
+            return out
+        fast = self.ok("POST", path, compact(*rename("orders-f-")))
+        general = self.ok("POST", path, ndjson(*rename("orders-g-")))
+        return fast, general
+
+    def test_fast_path_answers_like_the_general_path(self):
+        lines = []
+        for i in range(40):  # enough documents to learn text shapes
+            lines += [fast_action("orders-1", str(i), 10), order_doc(i)]
+        lines += [fast_action("orders-1", "3", 9), order_doc(3),  # older: 409
+                  fast_action("orders-1", "3", 11), order_doc(3, status="shipped"),  # 200
+                  fast_action("orders-1", "4", 10), order_doc(4),  # equal: 409
+                  fast_action("orders-1", "50", 1), order_doc(50, qty=1 << 63),
+                  fast_action("orders-1", "51", 1), order_doc(51, qty="seven"),
+                  fast_action("orders-1", "52", 1), order_doc(52, created_at="2023-02-29"),
+                  fast_action("orders-1", "53", 1), order_doc(53, created_at="2024-02-29"),
+                  fast_action("orders-1", "54", 1), order_doc(54, created_at="2024-04-31"),
+                  fast_action("orders-1", "55", 1), order_doc(55, extra=1),
+                  fast_action("orders-1", "56", 1), order_doc(56, status='a "quoted" one'),
+                  fast_action("orders-1", "57", 1), order_doc(57, amount=1e400),
+                  fast_action("orders-1", "58", 1), order_doc(58, lsn=-1),
+                  fast_action("orders-1", "59", 1), order_doc(59, customer=None, note=None),
+                  fast_action("orders-1", "60", 1), order_doc(60, customer="flat"),
+                  fast_action("orders-1", "1", 20, "delete"),
+                  fast_action("orders-1", "nope", 20, "delete"),
+                  fast_action("Bad", "61", 1), order_doc(61)]
+        fast, general = self._both(lines)
+        self.assertTrue(fast["errors"])
+        self.assertEqual(_normalized_items(fast), _normalized_items(general))
+        statuses = [next(iter(i.values()))["status"] for i in fast["items"]]
+        self.assertEqual(statuses, [201] * 40 + [409, 200, 409, 400, 400, 400, 201, 400, 400,
+                                                 201, 400, 400, 201, 400, 200, 404, 400])
+        self.assertEqual(self.count("orders-f-1"), 0)  # refresh_interval -1
+        self.ok("POST", "/orders-f-1/_refresh")
+        self.assertEqual(self.count("orders-f-1"), 42)
+
+    def test_duplicate_keys_are_refused_on_the_fast_path(self):
+        good = compact(fast_action("orders-1", "1", 1), order_doc(1))
+        dup = compact(fast_action("orders-1", "2", 1)).rstrip("\n") + "\n" + \
+            compact(order_doc(2))[:-2] + ',"qty":3}\n'
+        body = self.ok("POST", "/_bulk", good + dup)
+        err = body["items"][1]["index"]["error"]
+        self.assertEqual(err["type"], "document_parsing_exception")
+        self.assertIn("Duplicate field 'qty'", err["reason"])
+
+    def test_filter_path_on_fast_path_items(self):
+        lines = []
+        for i in range(5):
+            lines += [fast_action("orders-1", str(i), 5), order_doc(i)]
+        lines += [fast_action("orders-1", "0", 4), order_doc(0)]
+        body = compact(*lines)
+        st, parsed, raw, _ = self.c.req(
+            "POST", "/_bulk?filter_path=errors,items.*.status,items.*.error", body)
+        self.assertEqual(st, 200)
+        self.assertTrue(parsed["errors"])
+        self.assertEqual([i["index"]["status"] for i in parsed["items"]], [201] * 5 + [409])
+        self.assertEqual(parsed["items"][0], {"index": {"status": 201}})
+        self.assertEqual(parsed["items"][5]["index"]["error"]["type"],
+                         "version_conflict_engine_exception")
+        lines = [line if "index" not in line else fast_action("orders-2", line["index"]["_id"], 6)
+                 for line in lines]
+        parsed = self.ok("POST", "/_bulk?filter_path=items.*._id,items.*._version",
+                         compact(*lines))
+        self.assertEqual([i["index"]["_id"] for i in parsed["items"]],
+                         ["0", "1", "2", "3", "4", "0"])
+        self.assertEqual(parsed["items"][0]["index"]["_version"], 6)
+        lines = [line if "index" not in line else fast_action("orders-3", line["index"]["_id"], 6)
+                 for line in lines[:-2]]
+        parsed = self.ok("POST", "/_bulk?filter_path=-took,-items.*._shards", compact(*lines))
+        self.assertEqual(set(parsed), {"errors", "items"})
+        self.assertEqual(set(parsed["items"][0]["index"]),
+                         {"_index", "_id", "_version", "result", "_seq_no", "_primary_term",
+                          "status"})
+        parsed = self.ok("POST", "/_bulk?filter_path=items.*.error",
+                         compact(fast_action("orders-1", "9", 1), order_doc(9)))
+        self.assertEqual(parsed, {})
+
+
+class TestLeanMode(unittest.TestCase):
+    """es_server.py --lean: an index's first 1000 fast path documents, and
+    then one in 64, are checked; the others are stored unchecked. Versions,
+    ids, index names and statuses stay exact."""
+
+    def setUp(self):
+        self.proc, port, self.tmp = start_server("--lean")
+        self.c = Client(port)
+        t = json.loads(json.dumps(ORDERS_TEMPLATE))
+        self.assertEqual(self.c.req("PUT", "/_index_template/orders", t)[0], 200)
+
+    def tearDown(self):
+        self.c.close()
+        stop_server(self.proc, self.tmp)
+
+    def bulk(self, lines):
+        st, parsed, raw, _ = self.c.req("POST", "/_bulk?filter_path=errors,items.*.status",
+                                        compact(*lines))
+        self.assertEqual(st, 200, raw)
+        return [i["index"]["status"] if "index" in i else i["delete"]["status"]
+                for i in parsed["items"]]
+
+    def test_lean_checks_the_first_documents_then_keeps_versions_exact(self):
+        lines = []
+        for i in range(999):
+            lines += [fast_action("orders-1", str(i), 10), order_doc(i)]
+        lines += [fast_action("orders-1", "bad", 10), order_doc(999, qty="seven")]
+        self.assertEqual(self.bulk(lines), [201] * 999 + [400])  # checked: the first 1000
+        lines = [fast_action("orders-1", "2000", 10), order_doc(2000, qty="seven"),  # 1001st
+                 fast_action("orders-1", "5", 9), order_doc(5),
+                 fast_action("orders-1", "6", 10), order_doc(6),
+                 fast_action("orders-1", "7", 11), order_doc(7),
+                 fast_action("orders-1", "8", 11, "delete"),
+                 fast_action("orders-1", "8", 10), order_doc(8),
+                 fast_action("Bad", "1", 1), order_doc(1)]
+        self.assertEqual(self.bulk(lines), [201, 409, 409, 200, 200, 409, 400])
+        lines = []
+        for i in range(3000, 3060):  # documents 1006..1065: the 1024th is checked
+            lines += [fast_action("orders-1", str(i), 1), order_doc(i, qty="x")]
+        self.assertEqual(self.bulk(lines), [201] * 18 + [400] + [201] * 41)
+        st, stats, _, _ = self.c.req("GET", "/_test/stats")
+        self.assertEqual(stats["unchecked_documents"], 5 + 59)
+        self.assertEqual(self.c.req("POST", "/orders-1/_refresh")[0], 200)
+        st, body, _, _ = self.c.req("GET", "/orders-1/_search?q=order_id:7&version=true")
+        self.assertEqual(st, 200)
+        self.assertEqual(body["hits"]["hits"][0]["_version"], 11)
+        self.assertEqual(body["hits"]["hits"][0]["_source"]["order_id"], "7")
+        st, body, _, _ = self.c.req("GET", "/orders-1/_count")
+        self.assertEqual(body["count"], 999 - 1 + 1 + 59)
+
+    def test_lean_search_names_the_option_for_a_stored_non_json_document(self):
+        lines = []
+        for i in range(1000):
+            lines += [fast_action("orders-1", str(i), 1), order_doc(i)]
+        self.bulk(lines)
+        body = compact(fast_action("orders-1", "x", 1)) + '{"order_id":"x",\n'
+        st, parsed, raw, _ = self.c.req("POST", "/_bulk", body)
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(parsed["items"][0]["index"]["status"], 201)
+        self.c.req("POST", "/orders-1/_refresh")
+        st, parsed, raw, _ = self.c.req("GET", "/orders-1/_count")
+        self.assertEqual(st, 500, raw)
+        self.assertIn("--lean", parsed["error"]["reason"])
 
 
 class TestDeleteByQuery(EsTestCase):
