@@ -203,6 +203,15 @@ char *h_sql_value(PGconn *conn, const char *fmt, ...)
     return value;
 }
 
+long h_count_rows(PGconn *conn, const char *table)
+{
+    char *n = h_sql_value(conn, "SELECT count(*) FROM %s", table);
+    long rows = atol(n);
+
+    free(n);
+    return rows;
+}
+
 /* Runs a one-parameter query; see first_value. */
 static char *param_value(PGconn *conn, const char *who, const char *sql, const char *param,
                          bool *found)

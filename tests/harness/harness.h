@@ -66,6 +66,9 @@ void h_sql(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 
  */
 char *h_sql_value(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* SELECT count(*) FROM table (a trusted name, not quoted). */
+long h_count_rows(PGconn *conn, const char *table);
+
 /*
  * Drops database name if it exists (first terminating its sessions and
  * dropping its replication slots, which would block DROP DATABASE), then

@@ -239,16 +239,6 @@ static long assert_equal(Env *e, const Check *c)
     return compared;
 }
 
-/* Rows of orders now (what the batch GROUP BYs read). */
-static long source_rows(Env *e)
-{
-    char *n = h_sql_value(e->conn, "SELECT count(*) FROM orders");
-    long rows = atol(n);
-
-    free(n);
-    return rows;
-}
-
 /* Returns the aggregate rows compared (all three aggregates). */
 static long assert_all_equal(Env *e)
 {
@@ -422,7 +412,7 @@ START_TEST(test_crashes_and_restarts_keep_exactness)
             "aggregates_crash: %ld aggregate rows compared (EXCEPT ALL both ways with the batch "
             "GROUP BY over %ld source rows), 0 differences, %d kills, %d sink connections "
             "killed\n",
-            compared, source_rows(&e), kills, reconnects);
+            compared, h_count_rows(e.conn, "orders"), kills, reconnects);
     stop(&e);
     env_free(&e);
 }
@@ -477,7 +467,7 @@ START_TEST(test_replay_changes_nothing)
             "aggregates_replay: %ld aggregate rows compared (EXCEPT ALL both ways with the batch "
             "GROUP BY over %ld source rows), 0 differences, fingerprint unchanged after a "
             "replay of %llu bytes of WAL\n",
-            compared, source_rows(&e), (unsigned long long)(late - early));
+            compared, h_count_rows(e.conn, "orders"), (unsigned long long)(late - early));
     h_drop_slot(e.conn, slot_backup);
     free(slot_backup);
     free(before);

@@ -188,16 +188,6 @@ static long long json_sum(const char *text, const char *key)
     return sum;
 }
 
-/* Rows of orders now. */
-static long source_rows(Env *e)
-{
-    char *n = h_sql_value(e->conn, "SELECT count(*) FROM orders");
-    long rows = atol(n);
-
-    free(n);
-    return rows;
-}
-
 /* ---- tests -------------------------------------------------------------- */
 
 /* Documents equal the source rows, field by field, each in its day's index;
@@ -266,7 +256,7 @@ START_TEST(es_documents_equal_source)
     fprintf(stderr,
             "es_replay: %zu documents compared with %ld source rows, 0 differences, "
             "%lld replayed writes answered 409, 0 dead-lettered\n",
-            docs_again, source_rows(&e),
+            docs_again, h_count_rows(e.conn, "orders"),
             conflicts_after - (conflicts_before > 0 ? conflicts_before : 0));
     h_drop_slot(e.conn, "es_equal_replay");
     env_free(&e);
@@ -313,7 +303,7 @@ START_TEST(es_faults_and_kill9_lose_nothing)
             "es_faults: %zu documents compared with %ld source rows, 0 differences, 1 kill, "
             "0 dead-lettered; injected: %lld items answered 429, %lld requests answered 503, "
             "%lld connections dropped\n",
-            docs, source_rows(&e), json_sum(body, "429"), json_sum(body, "503"),
+            docs, h_count_rows(e.conn, "orders"), json_sum(body, "429"), json_sum(body, "503"),
             json_sum(body, "dropped"));
     free(body);
     env_free(&e);

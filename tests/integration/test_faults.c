@@ -446,20 +446,6 @@ static bool bulk_reached(void *arg)
     return c->rows >= c->target;
 }
 
-typedef struct SlotWait {
-    PGconn *conn;
-    const char *slot;
-    Lsn past;
-} SlotWait;
-
-/* The slot confirmed more than w->past. */
-static bool slot_moved(void *arg)
-{
-    SlotWait *w = arg;
-
-    return h_slot_confirmed_lsn(w->conn, w->slot) > w->past;
-}
-
 START_TEST(test_kill9_storm)
 {
     Scenario s = scenario_new("faults_kill");
@@ -486,7 +472,6 @@ START_TEST(test_kill9_storm)
     fprintf(stderr, "faults_kill: kill moments from seed %u (PGFAN_FAULTS_SEED)\n", seed);
     while (kills < wanted) {
         SizeWait grew;
-        SlotWait moved = {s.conn, s.name, confirmed};
         long kb;
 
         /* Once the newest instance streams, let the slot confirm more than
@@ -498,7 +483,7 @@ START_TEST(test_kill9_storm)
         up.starts = (size_t)kills + 1;
         ck_assert_msg(h_wait_until(newest_streams, &up, WAIT_MS), "pgfan %d never streamed",
                       kills + 1);
-        if (!h_wait_until(slot_moved, &moved, workload_done(w) ? 1000 : 10000))
+        if (!h_slot_reaches(s.conn, s.name, confirmed + 1, workload_done(w) ? 1000 : 10000))
             kills_idle++;
         grew.path = s.out;
         grew.size = file_size(s.out) + (off_t)(rand_r(&seed) % (1024 * 1024));
